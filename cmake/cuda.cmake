@@ -1,0 +1,21 @@
+# XDISTILL_CUDA=AUTO builds the kernels whenever nvcc is present. The toolkit is
+# installed on CPU-only CI machines too, so the kernels compile (sm_90) everywhere
+# nvcc exists, even though they only run on the GPU machine.
+set(XDISTILL_WITH_CUDA OFF)
+if(NOT XDISTILL_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    enable_language(CUDA)
+    set(XDISTILL_WITH_CUDA ON)
+  elseif(XDISTILL_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "XDISTILL_CUDA=ON but no CUDA compiler (nvcc) was found")
+  endif()
+endif()
+message(STATUS "xdistill: CUDA kernels ${XDISTILL_WITH_CUDA}")

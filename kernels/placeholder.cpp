@@ -1,0 +1,1 @@
+// Keeps the kernels library non-empty before any kernel exists.

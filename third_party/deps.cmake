@@ -1,7 +1,6 @@
 # Every external dependency of xdistill, found from system packages (Debian) or
 # from the project's virtualenv (LibTorch). No sources are vendored.
 find_package(Threads REQUIRED)
-find_package(PkgConfig REQUIRED)
 
 # LibTorch: from the torch wheel in .venv (share/cmake), or CMAKE_PREFIX_PATH.
 if(NOT Torch_DIR)
@@ -28,9 +27,20 @@ find_package(yaml-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(nlohmann_json REQUIRED)
-pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
-pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
-pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+# PCRE2, utf8proc and zstd are found by header and library rather than pkg-config:
+# on the GPU machine they come from Debian packages unpacked into a prefix, where
+# the .pc files point at the wrong place.
+function(xd_find_c_library target header libname)
+  find_path(${target}_INCLUDE_DIR ${header} REQUIRED)
+  find_library(${target}_LIBRARY NAMES ${libname} REQUIRED)
+  add_library(xd::${target} INTERFACE IMPORTED)
+  target_include_directories(xd::${target} INTERFACE ${${target}_INCLUDE_DIR})
+  target_link_libraries(xd::${target} INTERFACE ${${target}_LIBRARY})
+  message(STATUS "xdistill: ${target} ${${target}_LIBRARY}")
+endfunction()
+xd_find_c_library(pcre2 pcre2.h pcre2-8)
+xd_find_c_library(utf8proc utf8proc.h utf8proc)
+xd_find_c_library(zstd zstd.h zstd)
 
 add_library(xd::yaml INTERFACE IMPORTED)
 if(TARGET yaml-cpp::yaml-cpp)
@@ -44,12 +54,6 @@ add_library(xd::json INTERFACE IMPORTED)
 target_link_libraries(xd::json INTERFACE nlohmann_json::nlohmann_json)
 add_library(xd::cli11 INTERFACE IMPORTED)
 target_link_libraries(xd::cli11 INTERFACE CLI11::CLI11)
-add_library(xd::pcre2 INTERFACE IMPORTED)
-target_link_libraries(xd::pcre2 INTERFACE PkgConfig::PCRE2)
-add_library(xd::utf8proc INTERFACE IMPORTED)
-target_link_libraries(xd::utf8proc INTERFACE PkgConfig::UTF8PROC)
-add_library(xd::zstd INTERFACE IMPORTED)
-target_link_libraries(xd::zstd INTERFACE PkgConfig::ZSTD)
 
 if(XDISTILL_TESTS)
   find_package(GTest REQUIRED)

@@ -143,6 +143,7 @@ void Config::assign(const Option& opt, const YAML::Node& value, const std::strin
       }
       resolved.push_back(out);
     }
+    if (resolved.size() == 0) resolved.SetStyle(YAML::EmitterStyle::Flow);
     values_[opt.path] = resolved;
     where_[opt.path] = source;
     return;

@@ -31,12 +31,14 @@ int main(int argc, char** argv) {
     if (!log_file.empty()) xd::log::add_file(log_file);
   });
 
+  xd::cli::add_demo_command(app);
   xd::cli::add_train_command(app);
   xd::cli::add_merge_command(app);
   xd::cli::add_eval_command(app);
   xd::cli::add_model_commands(app);
   xd::cli::add_tokenizer_command(app);
   xd::cli::add_data_command(app);
+  xd::cli::add_launch_command(app);
   xd::cli::add_config_command(app);
 
   try {

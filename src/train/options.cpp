@@ -12,9 +12,14 @@ const Schema& recipe_schema() {
     Schema s("train recipe");
     s.add("run.name", Type::String, "xdistill", "run name, used in logs and metrics");
     s.add_required("run.dir", Type::String, "run directory: checkpoints, logs, metrics.jsonl");
+    s.add("run.output", Type::String, "~", "where the final model is saved (unset: RUN_DIR/final)");
     s.add("run.seed", Type::Int, "1234", "seed for initialisation, data order and dropout");
     s.add("run.device", Type::String, "auto", "cpu, cuda, or auto (cuda when available)", {"auto", "cpu", "cuda"});
     s.add("run.log_every", Type::Int, "10", "steps between progress lines and metrics records");
+    s.add("run.stop_after_steps", Type::Int, "0",
+          "stop (checkpoint, exit 0) after this many steps of one invocation; continue with --resume (0 = off)");
+    s.add("run.peak_tflops", Type::Float, "989.0",
+          "the device's peak dense bf16 TFLOP/s, for model-FLOPs utilisation (H100/H200 SXM: 989)");
 
     s.add("stage", Type::String, "distill",
           "align: Stage I layer-wise alignment; distill: Stage II end-to-end; pretrain: plain CE (for demo teachers)",
@@ -23,7 +28,7 @@ const Schema& recipe_schema() {
     s.add_required("teacher.path", Type::String, "teacher checkpoint directory (Hugging Face layout)");
     s.add("teacher.dtype", Type::String, "bf16", "teacher compute dtype", {"bf16", "f32"});
     s.add("teacher.cache", Type::String, "~", "top-k teacher cache written by `xdistill teacher-cache`; unset = run the teacher online");
-    s.add("teacher.create_tiny", Type::Bool, "false", "create a tiny random Llama teacher at teacher.path if none is there");
+    s.add("teacher.create_tiny", Type::Bool, "false", "create a tiny random Llama teacher at teacher.path if none is there (tiny recipes)");
 
     s.add("student.init", Type::String, "~", "student checkpoint to start from (theta(0) for experts); unset = build from the teacher");
     s.add("student.window", Type::Int, "512", "sliding-window size of the local branch");
@@ -43,7 +48,11 @@ const Schema& recipe_schema() {
                    field("name", Type::String, "\"\"", "display name")},
                   "weighted list of shard sets; the per-domain mixtures of the paper are such lists");
     s.add("data.seq_len", Type::Int, "4096", "context length of packed rows");
-    s.add("data.tokenizer", Type::String, "~", "tokenizer directory whose fingerprint the shards must match (default: teacher.path)");
+    s.add("data.tokenizer", Type::String, "~", "tokenizer directory whose fingerprint the shards must match (unset: not checked)");
+    s.add("data.synthetic_vocab", Type::Int, "0",
+          "> 0: train on synthetic rows over this many token ids instead of data.mixture (tiny recipes, benchmarks)");
+    s.add("data.synthetic_rows", Type::Int, "0",
+          "> 0: the synthetic rows repeat with this period (a fixed batch when equal to the rows per step)");
 
     s.add("optim.lr", Type::Float, "1e-5", "peak learning rate");
     s.add("optim.min_lr", Type::Float, "1e-5", "final learning rate of the cosine schedule");
@@ -52,7 +61,6 @@ const Schema& recipe_schema() {
     s.add("optim.beta2", Type::Float, "0.95", "AdamW beta2");
     s.add("optim.eps", Type::Float, "1e-8", "AdamW epsilon");
     s.add("optim.grad_clip", Type::Float, "1.0", "global gradient-norm clip (0 = off)");
-    s.add("optim.master_weights", Type::Bool, "true", "keep fp32 master weights when computing in bf16");
 
     s.add("schedule.kind", Type::String, "warmup_constant", "learning-rate schedule", {"warmup_cosine", "warmup_constant"});
     s.add("schedule.warmup_steps", Type::Int, "100", "linear warm-up steps");

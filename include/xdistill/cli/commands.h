@@ -17,6 +17,8 @@ void add_eval_command(CLI::App& app);       // src/eval/cmd_eval.cpp
 void add_model_commands(CLI::App& app);     // src/models/cmd_models.cpp: info, logits, generate
 void add_tokenizer_command(CLI::App& app);  // src/tokenizer/cmd_tokenizer.cpp
 void add_data_command(CLI::App& app);       // src/data/cmd_data.cpp
+void add_launch_command(CLI::App& app);
+void add_demo_command(CLI::App& app);       // src/demo/cmd_demo.cpp     // src/dist/cmd_launch.cpp
 
 // Recipe schemas by name ("train", "data", "merge", ...), for `config show`.
 const config::Schema& recipe_schema(const std::string& kind);

@@ -38,7 +38,7 @@ struct TensorInfo {
 int64_t checked_numel(const std::vector<int64_t>& shape, const std::string& what);
 std::string shape_string(const std::vector<int64_t>& shape);  // "[4, 8]"
 
-// One .safetensors file, mapped read-only and fully validated on open: the header
+// One .safetensors file, mapped privately (copy-on-write) and fully validated on open: the header
 // length fits the file, the header is JSON of the right form, every dtype is known,
 // every shape matches its byte count, every range lies inside the data buffer and
 // no two ranges overlap. Errors name the file, the tensor and the problem.
@@ -58,9 +58,11 @@ class SafetensorsFile {
 
   // Page-cache hints for streaming readers (merge): `prefetch` asks the kernel to
   // read the tensor's pages ahead; `release` drops them from this process's
-  // resident set (MADV_DONTNEED; the mapping stays valid and refaults on access).
-  void prefetch(const TensorInfo& info) const;
-  void release(const TensorInfo& info) const;
+  // resident set (MADV_DONTNEED; the mapping stays valid and refaults on access;
+  // pages written in place through a zero-copy tensor would revert to the file).
+  // Both act on bytes [byte_begin, byte_end) of the tensor (default: all of it).
+  void prefetch(const TensorInfo& info, uint64_t byte_begin = 0, uint64_t byte_end = UINT64_MAX) const;
+  void release(const TensorInfo& info, uint64_t byte_begin = 0, uint64_t byte_end = UINT64_MAX) const;
 
  private:
   SafetensorsFile() = default;
@@ -98,8 +100,9 @@ class Checkpoint {
   void check_tensors(const std::map<std::string, std::vector<int64_t>>& expected_shapes,
                      bool allow_unexpected = false) const;
 
-  void prefetch(const std::string& name) const;  // see SafetensorsFile::prefetch
-  void release(const std::string& name) const;   // see SafetensorsFile::release
+  // See SafetensorsFile::prefetch / release; a byte range of the tensor, default all.
+  void prefetch(const std::string& name, uint64_t byte_begin = 0, uint64_t byte_end = UINT64_MAX) const;
+  void release(const std::string& name, uint64_t byte_begin = 0, uint64_t byte_end = UINT64_MAX) const;
 
  private:
   struct State;
@@ -124,6 +127,17 @@ class CheckpointWriter {
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
 
+  struct PlannedTensor {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+  };
+  // Optional, before any add(): declares every tensor up front. Shards and headers
+  // are then fixed in advance and each add() writes its bytes straight to their
+  // final place (no temporary data file, no second copy); add() may come in any
+  // order, and finish() checks that every planned tensor was added.
+  void plan(const std::vector<PlannedTensor>& tensors);
+
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* bytes,
            size_t nbytes);
   void finish();
@@ -133,6 +147,8 @@ class CheckpointWriter {
  private:
   struct Shard;
   void close_shard();
+  void add_planned(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                   const void* bytes, size_t nbytes);
 
   std::string dir_;
   uint64_t max_shard_bytes_;
@@ -140,6 +156,8 @@ class CheckpointWriter {
   std::vector<std::unique_ptr<Shard>> shards_;  // closed shards (assembled temp files)
   std::unique_ptr<Shard> open_;                 // shard being filled
   std::map<std::string, size_t> seen_;          // tensor -> shard index
+  bool planned_ = false;
+  std::map<std::string, std::pair<size_t, size_t>> plan_;  // tensor -> (shard, entry)
   std::vector<std::string> final_names_;
   bool finished_ = false;
 };

@@ -1,0 +1,40 @@
+// Causal sliding-window attention with attention sinks, as one autograd operator
+// (CPU reference or CUDA). Query position t sees key j iff j <= t and
+// (t - j < window or j < sinks); positions are row positions (0-based).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+namespace xd::ops {
+
+// q,k,v: [B,H,S,D]; scale 1/sqrt(D). Returns [B,H,S,D] in q's dtype. Differentiable.
+at::Tensor window_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window = 512,
+                            int64_t sinks = 4);
+
+// Generation cache: the first `sinks` keys/values and a ring buffer of the last
+// `window` ones. Memory is constant in the sequence length.
+struct WindowCache {
+  WindowCache(int64_t batch, int64_t heads, int64_t head_dim, int64_t window, int64_t sinks,
+              const at::TensorOptions& options);
+  // Appends the keys/values of a prompt, k,v [B,H,T,D] (T >= 0), after what the cache holds.
+  void append(const at::Tensor& k, const at::Tensor& v);
+
+  int64_t window, sinks;
+  int64_t length = 0;        // tokens seen so far (the next token's position)
+  at::Tensor sink_k, sink_v;  // [B,H,sinks,D]
+  at::Tensor ring_k, ring_v;  // [B,H,window,D]; position p lives in slot p % window
+};
+
+// One step: q,k,v [B,H,1,D] of the token at position cache.length; appends k,v to
+// the cache and returns the attention output [B,H,1,D]. Not differentiable.
+at::Tensor window_attention_step(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, WindowCache& cache);
+
+namespace reference {
+// Dense S x S masked softmax (the simplest oracle; memory B*H*S*S).
+at::Tensor window_attention_dense(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
+                                  int64_t sinks);
+// Blocked over queries (memory B*H*S*(window+block)); the CPU implementation.
+at::Tensor window_attention_blocked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
+                                    int64_t sinks);
+}  // namespace reference
+
+}  // namespace xd::ops

@@ -1,0 +1,56 @@
+// AdamW (Loshchilov & Hutter) with fp32 master weights and fp32 gradient
+// accumulation, for parameters that compute in bf16 (method.md §3: "bf16 compute
+// with fp32 master weights and fp32 gradient reduction").
+//
+// Per optimizer step the trainer calls, in order:
+//   accumulate_gradients()  after each micro-batch's backward (moves .grad into fp32 buffers)
+//   gradients()             the one place where data parallelism all-reduces (see grad_reducer.h)
+//   clip_grad_norm()        global L2 norm over every trained tensor
+//   step(lr)                updates the masters, then copies them into the model's tensors
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace xd::train {
+
+struct AdamWOptions {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
+  // Decay 1-D tensors (norm weights, biases, gate biases) too; the usual choice, and
+  // ours, is not to.
+  bool decay_vectors = false;
+};
+
+class AdamW {
+ public:
+  // `params` are the model's trained tensors (leaves with requires_grad), by name.
+  // A master copy is kept for every tensor whose dtype is not float32.
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options);
+
+  void accumulate_gradients();
+  std::vector<at::Tensor>& gradients() { return grads_; }  // fp32, one per parameter
+  // Returns the norm before clipping; max_norm <= 0 only measures it.
+  double clip_grad_norm(double max_norm);
+  void step(double lr);
+  void zero_grad();
+
+  int64_t steps_taken() const { return step_; }
+  int64_t num_parameters() const;  // elements trained
+
+  // Everything needed to continue exactly: masters, moments (by parameter name) and the step.
+  std::vector<std::pair<std::string, at::Tensor>> state_tensors() const;
+  void load_state(const std::map<std::string, at::Tensor>& tensors, int64_t step);
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<at::Tensor> params_, masters_, grads_, exp_avg_, exp_avg_sq_;
+  std::vector<bool> decayed_;
+  AdamWOptions opt_;
+  int64_t step_ = 0;
+};
+
+}  // namespace xd::train

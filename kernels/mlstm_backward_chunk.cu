@@ -1,0 +1,187 @@
+// Per-chunk gradients of the chunkwise mLSTM with the stabilisers held constant
+// (chunk length 64). One block per (chunk, head). With D_tj = exp(row_log_t +
+// col_log_j) (j <= t), dNum_t = dh_t / den_t, S = q~ k^T, dP = dNum v^T + ddn 1^T:
+//   dq~ = (D o dP) k + s_t (dNum C^T + ddn n^T)
+//   dk  = (D o dP)^T q~ + w_j (v dC^T + 1 dn^T)
+//   dv  = (D o S)^T dNum + w_j k dC
+// Phase 1 forms D o dP and D o S (64 x 64) in shared memory; phase 2 the intra-chunk
+// products; phase 3 streams C and dC through shared memory in 64-column halves.
+#include "mlstm_common.cuh"
+#include "mlstm_params.h"
+#include "mlstm_tensor_core.cuh"
+
+namespace xd::kernels {
+namespace {
+
+constexpr int kL = 64;
+constexpr int kLd = kMaxHeadDim + 1;
+constexpr int kLdS = kL + 1;
+constexpr int kHalf = 64;  // state columns per phase-3 pass
+constexpr size_t kScratch = kL * (kMaxHeadDim + 1);  // tensor-core results, 64 x 128
+constexpr size_t kSmem = sizeof(float) * (4 * kL * kLd + 2 * kL * kLdS + 2 * kMaxHeadDim + 6 * kL);
+static_assert(kMaxHeadDim * (kHalf + 1) <= 2 * kL * kLdS, "phase-3 state slice must fit in the score buffers");
+static_assert(kSmem + sizeof(float) * kScratch <= 227 * 1024, "backward chunk: shared memory over the 227 KB limit");
+
+template <typename T, bool TC>
+__global__ void __launch_bounds__(kThreads) backward_chunk_kernel(BackwardChunkParams p) {
+  extern __shared__ float smem[];
+  float* qs = smem;               // [64][kLd] q~
+  float* ks = qs + kL * kLd;      // [64][kLd] k (later w_j k)
+  float* vs = ks + kL * kLd;      // [64][kLd] v (later w_j v)
+  float* gs = vs + kL * kLd;      // [64][kLd] dNum (later s_t dNum)
+  float* as = gs + kL * kLd;      // [64][kLdS] D o dP
+  float* bs = as + kL * kLdS;     // [64][kLdS] D o S
+  float* buf = as;                // phase 3: [Dk][kHalf+1] slice of C or dC (aliases as, bs)
+  float* nprev = bs + kL * kLdS;  // [Dk]
+  float* dnk = nprev + kMaxHeadDim;
+  float* row_log = dnk + kMaxHeadDim;
+  float* col_log = row_log + kL;
+  float* carry = col_log + kL;
+  float* key_w = carry + kL;
+  float* inv_den = key_w + kL;
+  float* ddn = inv_den + kL;
+  float* scratch = ddn + kL;  // [64][129] when TC
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int chunk = blockIdx.x, bh = blockIdx.y, c0 = chunk * kL;
+  const size_t pos = (size_t)bh * p.S_pad + c0;
+  const T* q = static_cast<const T*>(p.q) + (size_t)bh * p.S * p.Dk;
+  const T* k = static_cast<const T*>(p.k) + (size_t)bh * p.S * p.Dk;
+  const T* v = static_cast<const T*>(p.v) + (size_t)bh * p.S * p.Dv;
+  const T* dh = static_cast<const T*>(p.dh) + (size_t)bh * p.S * p.Dv;
+
+  if (tid < kL) {
+    row_log[tid] = p.row_log[pos + tid];
+    col_log[tid] = p.col_log[pos + tid];
+    carry[tid] = p.carry_w[pos + tid];
+    key_w[tid] = p.key_w[pos + tid];
+    inv_den[tid] = p.inv_den[pos + tid];
+    ddn[tid] = p.ddn[pos + tid];
+  }
+  if (tid < kMaxHeadDim) {
+    const size_t sv = ((size_t)bh * p.NC + chunk) * p.Dk + tid;
+    nprev[tid] = tid < p.Dk ? p.state_vecs[sv] : 0.f;
+    dnk[tid] = tid < p.Dk ? p.dstate_vecs[sv] : 0.f;
+  }
+  load_tile<kMaxHeadDim>(qs, kLd, q, c0, kL, p.S, p.Dk, p.scale);
+  load_tile<kMaxHeadDim>(ks, kLd, k, c0, kL, p.S, p.Dk, 1.f);
+  load_tile<kMaxHeadDim>(vs, kLd, v, c0, kL, p.S, p.Dv, 1.f);
+  load_tile<kMaxHeadDim>(gs, kLd, dh, c0, kL, p.S, p.Dv, 1.f);
+  __syncthreads();
+  for (int idx = tid; idx < kL * kMaxHeadDim; idx += kThreads) gs[(idx / kMaxHeadDim) * kLd + idx % kMaxHeadDim] *= inv_den[idx / kMaxHeadDim];
+  __syncthreads();
+
+  {  // Phase 1
+    float s[4][4], dp[4][4];
+    zero(s);
+    zero(dp);
+    block_mm_auto<TC, 4, 4, false, true>(s, qs, kLd, ks, kLd, p.Dk, ty, tx, scratch);
+    block_mm_auto<TC, 4, 4, false, true>(dp, gs, kLd, vs, kLd, p.Dv, ty, tx, scratch);
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int t = ty + 16 * r, j = tx + 16 * c;
+        const float d = j <= t ? expf(row_log[t] + col_log[j]) : 0.f;
+        as[t * kLdS + j] = d * (dp[r][c] + ddn[t]);
+        bs[t * kLdS + j] = d * s[r][c];
+      }
+  }
+  __syncthreads();
+
+  float dq[4][8], dk[4][8], dv[4][8];  // rows ty + 16 r, columns tx + 16 c
+  zero(dq);
+  zero(dk);
+  zero(dv);
+  block_mm_auto<TC, 4, 8, false, false>(dq, as, kLdS, ks, kLd, kL, ty, tx, scratch);
+  block_mm_auto<TC, 4, 8, true, false>(dk, as, kLdS, qs, kLd, kL, ty, tx, scratch);
+  block_mm_auto<TC, 4, 8, true, false>(dv, bs, kLdS, gs, kLd, kL, ty, tx, scratch);
+  __syncthreads();
+
+  // Phase 3: the carried state's share. Rows of dNum, v, k take their weights now.
+  for (int idx = tid; idx < kL * kMaxHeadDim; idx += kThreads) {
+    const int t = idx / kMaxHeadDim, d = idx % kMaxHeadDim;
+    gs[t * kLd + d] *= carry[t];
+    vs[t * kLd + d] *= key_w[t];
+    ks[t * kLd + d] *= key_w[t];
+  }
+  const size_t mat = ((size_t)bh * p.NC + chunk) * p.Dk * p.Dv;
+#pragma unroll
+  for (int half = 0; half < kMaxHeadDim / kHalf; ++half) {
+    const int h0 = half * kHalf;
+    const int width = min(kHalf, p.Dv - h0);
+    for (int pass = 0; pass < 2 && width > 0; ++pass) {
+      const float* src = (pass == 0 ? p.states : p.dstates) + mat;
+      __syncthreads();
+      for (int idx = tid; idx < kMaxHeadDim * kHalf; idx += kThreads) {
+        const int d = idx / kHalf, c = idx % kHalf;
+        buf[d * (kHalf + 1) + c] = (d < p.Dk && c < width) ? src[(size_t)d * p.Dv + h0 + c] : 0.f;
+      }
+      __syncthreads();
+      if (pass == 0) {
+        block_mm_auto<TC, 4, 8, false, true>(dq, gs + h0, kLd, buf, kHalf + 1, width, ty, tx, scratch);
+      } else {
+        block_mm_auto<TC, 4, 8, false, true>(dk, vs + h0, kLd, buf, kHalf + 1, width, ty, tx, scratch);
+        float part[4][4];
+        zero(part);
+        block_mm_auto<TC, 4, 4, false, false>(part, ks, kLd, buf, kHalf + 1, p.Dk, ty, tx, scratch);
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) dv[r][half * 4 + c] += part[r][c];
+      }
+    }
+  }
+
+  // The normaliser column: dq~ += s_t ddn_t n_prev, dk += w_j dn_k; then the stores.
+  T* dq_out = static_cast<T*>(p.dq) + (size_t)bh * p.S * p.Dk;
+  T* dk_out = static_cast<T*>(p.dk) + (size_t)bh * p.S * p.Dk;
+  T* dv_out = static_cast<T*>(p.dv) + (size_t)bh * p.S * p.Dv;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int t = ty + 16 * r, gt = c0 + t;
+    float qdot = 0.f, kdot = 0.f;
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int d = tx + 16 * c;
+      dq[r][c] += carry[t] * ddn[t] * nprev[d];
+      dk[r][c] += key_w[t] * dnk[d];
+      if (gt < p.S && d < p.Dk) {
+        qdot = fmaf(qs[t * kLd + d], dq[r][c], qdot);
+        kdot = fmaf(to_float(k[(size_t)gt * p.Dk + d]), dk[r][c], kdot);
+        dq_out[(size_t)gt * p.Dk + d] = from_float<T>(dq[r][c] * p.scale);
+        dk_out[(size_t)gt * p.Dk + d] = from_float<T>(dk[r][c]);
+      }
+      if (gt < p.S && d < p.Dv) dv_out[(size_t)gt * p.Dv + d] = from_float<T>(dv[r][c]);
+    }
+#pragma unroll
+    for (int off = 8; off > 0; off >>= 1) {  // the 16 lanes sharing ty
+      qdot += __shfl_xor_sync(0xffffffffu, qdot, off);
+      kdot += __shfl_xor_sync(0xffffffffu, kdot, off);
+    }
+    if (tx == 0 && gt < p.S) {
+      p.q_dot_dq[(size_t)bh * p.S + gt] = qdot;
+      p.k_dot_dk[(size_t)bh * p.S + gt] = kdot;
+    }
+  }
+}
+
+template <typename T, bool TC>
+void launch(const BackwardChunkParams& p, cudaStream_t stream) {
+  const size_t smem = kSmem + (TC ? sizeof(float) * kScratch : 0);
+  cudaFuncSetAttribute(backward_chunk_kernel<T, TC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  backward_chunk_kernel<T, TC><<<dim3(p.NC, p.BH), kThreads, smem, stream>>>(p);
+}
+
+}  // namespace
+
+void mlstm_backward_chunk(const BackwardChunkParams& p, cudaStream_t stream) {
+  switch (p.dtype) {
+    case DType::F32: launch<float, false>(p, stream); break;
+    case DType::BF16:
+      p.tensor_cores ? launch<__nv_bfloat16, true>(p, stream) : launch<__nv_bfloat16, false>(p, stream);
+      break;
+    case DType::F16: p.tensor_cores ? launch<__half, true>(p, stream) : launch<__half, false>(p, stream); break;
+  }
+}
+
+}  // namespace xd::kernels

@@ -1,0 +1,117 @@
+// Parameter structs for the chunkwise mLSTM kernels (no torch headers). Layouts:
+// q,k [BH,S,Dk]; v,h,dh [BH,S,Dv] (contiguous, dtype `dtype`); per-position
+// float32 arrays [BH,S_pad] with S_pad = NC*L (padding: zero weights); chunk
+// states [BH,NC,Dk,Dv] and [BH,NC,Dk] float32. The math: shared/spec/mlstm.md
+// and kernels/README.md.
+#pragma once
+#include <cuda_runtime.h>
+
+namespace xd::kernels {
+
+enum class DType { F32, BF16, F16 };
+
+// Largest head dims the kernels take (smaller ones are zero-padded in shared memory).
+constexpr int kMaxHeadDim = 128;
+
+// A chunk-by-chunk scan of a Dk x Dv matrix state X and a Dk vector x:
+//   X <- decay[c] X + sum_{t in chunk c} (row_scale rows[t]) (row_w[t] cols[t])^T
+//   x <- decay[c] x + sum_{t in chunk c} vec_w[t] (row_scale rows[t])
+// over chunks 0..NC-1 (forward: rows = k, cols = v, giving the states C, n) or
+// NC-1..0 (reverse: rows = q, cols = dh, giving the state gradients dC, dn).
+// The state before each chunk's update is stored into states/state_vecs.
+struct ChunkScanParams {
+  const void* rows;
+  const void* cols;
+  DType dtype;
+  float row_scale;
+  const float* row_w;     // [BH,S_pad]
+  const float* vec_w;     // [BH,S_pad]
+  const float* decay;     // [BH,NC]
+  const float* init_mat;  // [BH,Dk,Dv] or null (zero)
+  const float* init_vec;  // [BH,Dk] or null
+  float* states;          // [BH,NC,Dk,Dv]
+  float* state_vecs;      // [BH,NC,Dk]
+  float* final_mat;       // [BH,Dk,Dv]
+  float* final_vec;       // [BH,Dk]
+  int BH, S, S_pad, L, NC, Dk, Dv;
+  bool reverse;
+  bool tensor_cores;  // bf16 mma for 16-bit inputs (ignored for float32)
+};
+
+// Per-chunk outputs: h = (s_t q~C + sum_j exp(row_log_t + col_log_j) (q~.k_j) v_j) / den_t.
+struct ForwardOutputParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  DType dtype;
+  float scale;             // 1/sqrt(Dk)
+  const float* row_log;    // b_t - m_t
+  const float* col_log;    // i_j - b_j
+  const float* carry_w;    // s_t = exp(b_t + m_prev - m_t)
+  const float* m_pos;      // m_t (for the floor exp(-m_t))
+  const float* states;     // C entering each chunk
+  const float* state_vecs; // n entering each chunk
+  void* h;                 // [BH,S,Dv]
+  float* dn;               // [BH,S] signed q~.n (for the backward's branch)
+  float eps;
+  int BH, S, S_pad, L, NC, Dk, Dv;
+  bool tensor_cores;  // L = 64 only
+};
+
+// Per-chunk gradients with the stabilisers held constant (the m path is added by
+// the gate kernel): dq, dk, dv and the per-position dots q~.dq~ and k.dk.
+struct BackwardChunkParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* dh;
+  DType dtype;
+  float scale;
+  const float* row_log;
+  const float* col_log;
+  const float* carry_w;
+  const float* key_w;       // w_j = exp(g - b_j + i_j - m_end): key weight into the chunk-end state
+  const float* inv_den;     // 1/den_t
+  const float* ddn;         // gradient of the signed q~.n_t
+  const float* states;      // C_{k-1}
+  const float* state_vecs;  // n_{k-1}
+  const float* dstates;     // dC_k (gradient of the state at the chunk's end)
+  const float* dstate_vecs; // dn_k
+  void* dq;
+  void* dk;
+  void* dv;
+  float* q_dot_dq;  // [BH,S]
+  float* k_dot_dk;  // [BH,S]
+  int BH, S, S_pad, L, NC, Dk, Dv;
+  bool tensor_cores;
+};
+
+// Sequential per head: the forget-gate gradient (reverse cumulative sum) and the
+// gradient through the stabiliser's max (m_t = max(lf_t + m_{t-1}, i_t)).
+struct GateBackwardParams {
+  const float* q_dot_dq;   // [BH,S]
+  const float* k_dot_dk;   // [BH,S]
+  const float* dm_direct;  // [BH,S] dL/dm_t through the eps term
+  const float* f;          // [BH,S] pre-activations
+  const float* i;          // [BH,S]
+  const float* m_pos;      // [BH,S]
+  const float* m0;         // [BH] or null (0)
+  const float* state_dot;  // [BH] <C_S,dC_S> + <n_S,dn_S>
+  const float* dm_final;   // [BH] upstream gradient of the final m, or null
+  float* di;               // [BH,S]
+  float* df;               // [BH,S]
+  float* dm0;              // [BH] the m path's gradient reaching m_0
+  int BH, S;
+};
+
+void mlstm_chunk_scan(const ChunkScanParams& p, cudaStream_t stream);
+void mlstm_forward_output(const ForwardOutputParams& p, cudaStream_t stream);
+void mlstm_backward_chunk(const BackwardChunkParams& p, cudaStream_t stream);
+void mlstm_gate_backward(const GateBackwardParams& p, cudaStream_t stream);
+// out[r] = sum_c a[r,c] b[r,c] (fp32 accumulation): dh.h per position for the normaliser.
+void mlstm_row_dot(const void* a, const void* b, DType dtype, float* out, int rows, int cols, cudaStream_t stream);
+
+// The last CUDA error as text ("" when none): the torch side turns it into xd::Error.
+const char* last_error_or_null();
+
+}  // namespace xd::kernels

@@ -1,1 +1,0 @@
-// Keeps the kernels library non-empty before any kernel exists.

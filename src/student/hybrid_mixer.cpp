@@ -1,0 +1,66 @@
+#include "xdistill/student/hybrid_mixer.h"
+
+#include <torch/torch.h>
+
+#include "xdistill/student/student_model.h"
+#include "xdistill/util/error.h"
+
+namespace xd::student {
+
+HybridMixer::HybridMixer(const models::BlockConfig& block, const at::TensorOptions& options)
+    : AttentionMixer(block, options) {
+  const StudentConfig config = StudentConfig::from_json(block.mixer_options, "layer " + std::to_string(block.index));
+  hybrid = register_module(
+      "hybrid", std::make_shared<HybridCore>(block.hidden_size, block.num_heads, block.head_dim, config));
+  hybrid->to(options.device(), options.dtype().toScalarType());
+}
+
+HybridInputs HybridMixer::inputs(const at::Tensor& x, const models::MixerContext& ctx) const {
+  const Qkv plain = project_unrotated(x);
+  const Qkv rotated = rotate(plain, ctx);
+  const int64_t groups = block_.num_heads / block_.num_kv_heads;
+  // As HF's repeat_kv: KV head g serves query heads g*groups .. g*groups+groups-1.
+  auto repeat = [&](const at::Tensor& t) { return groups == 1 ? t : t.repeat_interleave(groups, 1); };
+  HybridInputs in;
+  in.x = x;
+  in.q = rotated.q;
+  in.k = repeat(rotated.k);
+  in.v = repeat(rotated.v);
+  in.q_gate = plain.q;
+  in.k_gate = repeat(plain.k);
+  return in;
+}
+
+at::Tensor HybridMixer::forward_pre_out(const at::Tensor& x, const models::MixerContext& ctx) {
+  const HybridInputs in = inputs(x, ctx);
+  at::Tensor out;
+  if (ctx.state) {
+    auto* state = dynamic_cast<HybridMixerState*>(ctx.state);
+    XD_CHECK(state != nullptr, "student layer ", block_.index, ": the cache holds another mixer's state");
+    out = hybrid->forward_cached(in, state->state);
+  } else {
+    out = hybrid->forward(in);
+  }
+  const int64_t B = x.size(0), T = x.size(1);
+  return out.transpose(1, 2).reshape({B, T, -1});
+}
+
+std::unique_ptr<models::MixerState> HybridMixer::new_state(int64_t, int64_t) {
+  return std::make_unique<HybridMixerState>();
+}
+
+bool is_new_parameter(const std::string& internal_name) {
+  return internal_name.find(".mixer.hybrid.") != std::string::npos;
+}
+
+void register_student() {
+  models::register_mixer(kHybridMixerName, [](const models::BlockConfig& block, const at::TensorOptions& options) {
+    return std::static_pointer_cast<models::Mixer>(std::make_shared<HybridMixer>(block, options));
+  });
+  models::register_model_type(kStudentModelType, [](const std::string& dir, const nlohmann::json& config,
+                                                    const at::Device& device, at::ScalarType dtype) {
+    return std::static_pointer_cast<models::LanguageModel>(load_student(dir, config, device, dtype));
+  });
+}
+
+}  // namespace xd::student

@@ -1,0 +1,177 @@
+// The CUDA mLSTM kernels against the float64 oracle (the CPU reference, itself
+// checked against the recurrent definition): forward h and final states, and the
+// gradients of q, k, v, i, f and the initial state: float32 within max(1e-5, 2x the
+// float32 reference's own error), bf16/fp16 inputs within 1e-2; S not a multiple
+// of the chunk, Dk != Dv, both normaliser branches; state passing across calls.
+// Skipped without a CUDA device.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "ops_test_util.h"
+#include "xdistill/ops/mlstm.h"
+#include "xdistill/ops/mlstm_reference.h"
+
+namespace {
+
+using namespace xd;
+using test::MlstmInputs;
+
+#define XD_REQUIRE_CUDA() \
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
+
+// Fill the caching allocator's free blocks with NaN so an output element the
+// kernels never write shows up as NaN (and fails) instead of as stale data.
+void poison_cuda_memory() {
+  auto junk = at::full({int64_t(1) << 27}, std::numeric_limits<float>::quiet_NaN(),
+                       at::TensorOptions().device(at::kCUDA).dtype(at::kFloat));
+  junk.reset();
+}
+
+MlstmInputs to(const MlstmInputs& in, at::ScalarType qkv, at::Device dev) {
+  MlstmInputs out{in.q.to(dev, qkv), in.k.to(dev, qkv), in.v.to(dev, qkv), in.i.to(dev, at::kFloat),
+                  in.f.to(dev, at::kFloat), c10::nullopt};
+  if (in.initial)
+    out.initial = ops::MlstmState{in.initial->C.to(dev, at::kFloat), in.initial->n.to(dev, at::kFloat),
+                                  in.initial->m.to(dev, at::kFloat)};
+  return out;
+}
+
+struct Case { int64_t B, H, S, Dk, Dv; bool state; int64_t L; };
+
+std::string name(const Case& c, at::ScalarType t) {
+  std::ostringstream os;
+  os << c10::toString(t) << " B=" << c.B << " H=" << c.H << " S=" << c.S << " Dk=" << c.Dk << " Dv=" << c.Dv
+     << " L=" << c.L << (c.state ? " with state" : "");
+  return os.str();
+}
+
+void check_case(const Case& c, at::ScalarType dtype, double tol, uint64_t seed) {
+  at::manual_seed(seed);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  auto in = test::random_mlstm(c.B, c.H, c.S, c.Dk, c.Dv, c.state, f64);
+  // The oracle sees exactly the (rounded) values the kernels see.
+  const auto rounded = to(in, dtype, at::kCPU);
+  MlstmInputs oracle_in{rounded.q.to(at::kDouble), rounded.k.to(at::kDouble), rounded.v.to(at::kDouble),
+                        rounded.i.to(at::kDouble), rounded.f.to(at::kDouble), in.initial};
+  if (c.S >= 8) {
+    const double fr = test::floor_fraction(oracle_in);
+    EXPECT_TRUE(fr > 0.0 && fr < 1.0) << "inputs do not exercise both normaliser branches (floor fraction " << fr << ")";
+  }
+  test::MlstmFn oracle = [](const MlstmInputs& x) {
+    return ops::reference::mlstm_chunkwise(x.q, x.k, x.v, x.i, x.f, x.initial, 16);
+  };
+  const auto ref = test::run_with_grads(oracle, oracle_in, seed + 1);
+  // The bound is tied to the reference's own error at this dtype (FlashAttention's
+  // rule): the same chunkwise reference, run in float32 on the CPU, sets the floor
+  // that float32 arithmetic allows for this input; the bound is max(tol, 2x that).
+  test::MlstmRun ref32;
+  if (dtype == at::kFloat) {
+    MlstmInputs in32{rounded.q, rounded.k, rounded.v, rounded.i, rounded.f, c10::nullopt};
+    if (in.initial)
+      in32.initial = ops::MlstmState{in.initial->C.to(at::kFloat), in.initial->n.to(at::kFloat),
+                                     in.initial->m.to(at::kFloat)};
+    test::MlstmFn ref_f32 = [](const MlstmInputs& x) {
+      return ops::reference::mlstm_chunkwise(x.q, x.k, x.v, x.i, x.f, x.initial, 64);
+    };
+    ref32 = test::run_with_grads(ref_f32, in32, seed + 1);
+  }
+  poison_cuda_memory();
+  const int64_t L = c.L;
+  test::MlstmFn op = [L](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, L); };
+  const auto got = test::run_with_grads(op, to(in, dtype, at::kCUDA), seed + 1);
+  const std::string what = name(c, dtype);
+  double worst_err = 0, worst_ref32 = 0;
+  auto check = [&](const at::Tensor& x, const at::Tensor& r, const at::Tensor* r32, const std::string& label) {
+    const double e32 = r32 ? test::rel_err(*r32, r) : 0.0;
+    const double bound = std::max(tol, 2.0 * e32);
+    const double e = test::rel_err(x, r);
+    worst_err = std::max(worst_err, e);
+    worst_ref32 = std::max(worst_ref32, e32);
+    EXPECT_LE(e, bound) << what << " " << label << ": relative L2 error " << e << " (float32 reference's own "
+                        << e32 << "); " << test::worst(x, r);
+  };
+  for (size_t j = 0; j < ref.outputs.size(); ++j)
+    check(got.outputs[j], ref.outputs[j], ref32.outputs.empty() ? nullptr : &ref32.outputs[j],
+          test::mlstm_output_name(j));
+  for (size_t j = 0; j < ref.grads.size(); ++j)
+    check(got.grads[j], ref.grads[j], ref32.grads.empty() ? nullptr : &ref32.grads[j], test::mlstm_grad_name(j));
+  if (c.L == 128) {  // with a gradient the forward runs at 64; inference takes the 128 kernel
+    torch::NoGradGuard no_grad;
+    const auto x = to(in, dtype, at::kCUDA);
+    auto [h, st] = ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 128);
+    const std::vector<at::Tensor> outs{h, st.C, st.n, st.m};
+    for (size_t j = 0; j < outs.size(); ++j)
+      check(outs[j], ref.outputs[j], ref32.outputs.empty() ? nullptr : &ref32.outputs[j],
+            std::string("no-grad L=128 ") + test::mlstm_output_name(j));
+  }
+  std::cout << "max rel err " << what << ": kernels " << worst_err << ", float32 reference " << worst_ref32 << "\n";
+}
+
+const std::vector<Case> kCases = {
+    {2, 3, 200, 64, 48, true, 64},  {1, 2, 128, 128, 128, false, 64}, {2, 2, 333, 32, 96, true, 128},
+    {1, 1, 1, 16, 16, true, 64},    {1, 2, 65, 128, 64, false, 128},  {1, 4, 1000, 128, 128, true, 64},
+};
+
+TEST(MlstmCuda, Float32MatchesFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  for (size_t n = 0; n < kCases.size(); ++n) check_case(kCases[n], at::kFloat, 1e-5, 100 + n);
+}
+
+TEST(MlstmCuda, BFloat16MatchesFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  for (size_t n = 0; n < kCases.size(); ++n) check_case(kCases[n], at::kBFloat16, 1e-2, 200 + n);
+}
+
+TEST(MlstmCuda, Float16MatchesFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  check_case(kCases[0], at::kHalf, 1e-2, 300);
+}
+
+// One call equals chained calls with the state handed on (forward and gradients).
+TEST(MlstmCuda, StatePassingEqualsOneCall) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(7);
+  const auto in = to(test::random_mlstm(2, 2, 300, 64, 32, true, at::TensorOptions().dtype(at::kDouble)), at::kFloat,
+                     at::kCUDA);
+  test::MlstmFn whole = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+  test::MlstmFn pieces = [](const MlstmInputs& x) {
+    c10::optional<ops::MlstmState> st = x.initial;
+    std::vector<at::Tensor> hs;
+    for (auto [a, len] : {std::pair<int64_t, int64_t>{0, 100}, {100, 1}, {101, 64}, {165, 135}}) {
+      auto [h, next] = ops::mlstm(x.q.narrow(2, a, len), x.k.narrow(2, a, len), x.v.narrow(2, a, len),
+                                  x.i.narrow(2, a, len), x.f.narrow(2, a, len), st, 64);
+      hs.push_back(h);
+      st = next;
+    }
+    return std::make_pair(at::cat(hs, 2), *st);
+  };
+  const auto a = test::run_with_grads(whole, in, 8), b = test::run_with_grads(pieces, in, 8);
+  for (size_t j = 0; j < a.outputs.size(); ++j)
+    XD_EXPECT_CLOSE(b.outputs[j], a.outputs[j], 1e-5, std::string("pieces ") + test::mlstm_output_name(j));
+  for (size_t j = 0; j < a.grads.size(); ++j)
+    XD_EXPECT_CLOSE(b.grads[j], a.grads[j], 1e-5, std::string("pieces ") + test::mlstm_grad_name(j));
+}
+
+TEST(MlstmCuda, StepMatchesOneCall) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(9);
+  const auto in = to(test::random_mlstm(2, 2, 20, 32, 16, true, at::TensorOptions().dtype(at::kDouble)), at::kFloat,
+                     at::kCUDA);
+  auto [h_all, fin] = ops::mlstm(in.q, in.k, in.v, in.i, in.f, in.initial);
+  ops::MlstmState st = *in.initial;
+  std::vector<at::Tensor> hs;
+  for (int64_t t = 0; t < 20; ++t) {
+    auto [h, next] = ops::mlstm_step(in.q.narrow(2, t, 1), in.k.narrow(2, t, 1), in.v.narrow(2, t, 1),
+                                     in.i.narrow(2, t, 1), in.f.narrow(2, t, 1), st);
+    hs.push_back(h);
+    st = next;
+  }
+  XD_EXPECT_CLOSE(at::cat(hs, 2), h_all, 1e-5, "h");
+  XD_EXPECT_CLOSE(st.C, fin.C, 1e-5, "C");
+}
+
+}  // namespace

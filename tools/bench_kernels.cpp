@@ -1,0 +1,112 @@
+// Times xdistill's sequence-mixer operators on the GPU (CUDA events, median of
+// repetitions, inputs rotated among several sets so L2 does not hold them):
+// mLSTM forward and forward+backward, sliding window + sinks forward and
+// forward+backward, plus the machine's copy bandwidth and bf16 GEMM rate.
+// Prints one JSON object per line; tools/bench_kernels.py makes the table.
+//   xd_bench_kernels B H S D [reps]
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "xdistill/ops/mlstm.h"
+#include "xdistill/ops/window_attention.h"
+
+namespace {
+
+double median_ms(const std::function<void(int)>& fn, int reps) {
+  for (int w = 0; w < 3; ++w) fn(w);
+  std::vector<double> ms;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  for (int r = 0; r < reps; ++r) {
+    cudaEvent_t a, b;
+    cudaEventCreate(&a);
+    cudaEventCreate(&b);
+    cudaEventRecord(a, stream);
+    fn(r);
+    cudaEventRecord(b, stream);
+    cudaEventSynchronize(b);
+    float t = 0;
+    cudaEventElapsedTime(&t, a, b);
+    ms.push_back(t);
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+void emit(const char* name, int64_t B, int64_t H, int64_t S, int64_t D, double fwd, double fwdbwd) {
+  std::printf("{\"op\": \"%s\", \"B\": %ld, \"H\": %ld, \"S\": %ld, \"D\": %ld, \"fwd_ms\": %.4f, \"fwdbwd_ms\": %.4f}\n",
+              name, (long)B, (long)H, (long)S, (long)D, fwd, fwdbwd);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: xd_bench_kernels B H S D [reps]\n");
+    return 2;
+  }
+  const int64_t B = std::atol(argv[1]), H = std::atol(argv[2]), S = std::atol(argv[3]), D = std::atol(argv[4]);
+  const int reps = argc > 5 ? std::atoi(argv[5]) : 20;
+  torch::NoGradGuard no_grad_outside;
+  const auto bf16 = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const auto f32 = bf16.dtype(at::kFloat);
+  constexpr int kSets = 2;
+  struct Set { at::Tensor q, k, v, i, f, g; };
+  std::vector<Set> sets;
+  for (int s = 0; s < kSets; ++s)
+    sets.push_back({at::randn({B, H, S, D}, bf16), at::randn({B, H, S, D}, bf16), at::randn({B, H, S, D}, bf16),
+                    at::randn({B, H, S}, f32) - 1.0, at::randn({B, H, S}, f32) + 3.0, at::randn({B, H, S, D}, bf16)});
+
+  {  // ceilings: device-to-device copy (bytes read + written) and a bf16 GEMM
+    auto src = at::randn({int64_t(1) << 30}, bf16), dst = at::empty_like(src);
+    const double ms = median_ms([&](int) { dst.copy_(src); }, reps);
+    std::printf("{\"op\": \"copy\", \"GBps\": %.1f}\n", 2.0 * src.nbytes() / ms / 1e6);
+    auto a = at::randn({8192, 8192}, bf16), b = at::randn({8192, 8192}, bf16);
+    const double gms = median_ms([&](int) { at::mm(a, b); }, reps);
+    std::printf("{\"op\": \"gemm_bf16\", \"TFLOPs\": %.1f}\n", 2.0 * 8192.0 * 8192.0 * 8192.0 / gms / 1e9);
+  }
+  struct Variant { const char* name; int64_t L; const char* tensor_cores; };
+  for (const Variant& var : {Variant{"xd_mlstm_chunk64", 64, "0"}, Variant{"xd_mlstm_chunk128", 128, "0"},
+                             Variant{"xd_mlstm_chunk64_tensor_cores", 64, "1"}}) {
+    setenv("XD_MLSTM_TENSOR_CORES", var.tensor_cores, 1);
+    const int64_t L = var.L;
+    const double fwd = median_ms([&](int r) {
+      const auto& s = sets[r % kSets];
+      xd::ops::mlstm(s.q, s.k, s.v, s.i, s.f, c10::nullopt, L);
+    }, reps);
+    const double fb = median_ms([&](int r) {
+      torch::AutoGradMode grad(true);
+      const auto& s = sets[r % kSets];
+      auto q = s.q.detach().requires_grad_(true), k = s.k.detach().requires_grad_(true),
+           v = s.v.detach().requires_grad_(true), i = s.i.detach().requires_grad_(true),
+           f = s.f.detach().requires_grad_(true);
+      auto [h, st] = xd::ops::mlstm(q, k, v, i, f, c10::nullopt, L);
+      h.backward(s.g);
+    }, reps);
+    emit(var.name, B, H, S, D, fwd, fb);
+  }
+  {
+    const double fwd = median_ms([&](int r) {
+      const auto& s = sets[r % kSets];
+      xd::ops::window_attention(s.q, s.k, s.v, 512, 4);
+    }, reps);
+    const double fb = median_ms([&](int r) {
+      torch::AutoGradMode grad(true);
+      const auto& s = sets[r % kSets];
+      auto q = s.q.detach().requires_grad_(true), k = s.k.detach().requires_grad_(true),
+           v = s.v.detach().requires_grad_(true);
+      xd::ops::window_attention(q, k, v, 512, 4).backward(s.g);
+    }, reps);
+    emit("xd_window512_sinks4", B, H, S, D, fwd, fb);
+  }
+  return 0;
+}

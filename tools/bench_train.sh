@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Training-step benchmarks of anchors.md on one GPU, random weights, S=4096:
+#   Stage I  at Llama-3.1-8B shapes, B=2  (target >= 22,000 tok/s)
+#   Stage II at Llama-3.2-3B shapes, B=1  (target >= 13,500 tok/s)
+# Each prints one line: "bench-train stage=... : X tok/s, Y ms/step, MFU Z %, peak W GiB".
+#   tools/bench_train.sh [path/to/xdistill] [steps]
+set -euo pipefail
+BIN="${1:-build/xdistill}"
+STEPS="${2:-10}"
+"$BIN" bench-train --stage align --shape llama-8b --batch 2 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda
+"$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda

@@ -14,7 +14,7 @@ trap 'fail "command failed at line $LINENO: $BASH_COMMAND"' ERR
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache pkg-config git python3-venv python3-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev libgtest-dev googletest
-  nlohmann-json3-dev libpcre2-dev libutf8proc-dev libzstd-dev zstd)
+  nlohmann-json3-dev libpcre2-dev libutf8proc-dev libzstd-dev zstd libgloo-dev librsvg2-bin)
 
 if [[ -z "${XDISTILL_SKIP_APT:-}" ]]; then
   missing=()

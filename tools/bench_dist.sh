@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel benchmark for the 2-GPU H200 machine (device kind nvidia-h200-x2).
 # Builds xd_bench_dist (CUDA), then measures, writing one JSON line per run to
-# $OUT (default: ./bench-dist-out) and a summary with the scaling efficiency:
+# $OUT/bench_dist (default: ./bench-dist-out) and a summary with the scaling efficiency:
 #   1. 3B-shaped model, 1 GPU, then 2 GPUs with the same per-GPU work (weak
 #      scaling): efficiency = tokens/s on 2 GPUs / (2 x tokens/s on 1 GPU); target >= 0.90.
 #   2. 8B-shaped Stage II step on 2 GPUs with sharding and an online bf16 teacher:
@@ -14,7 +14,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 build=${1:-build-device}
-out=${OUT:-bench-dist-out}
+out=${OUT:+$OUT/bench_dist}
+out=${out:-bench-dist-out}
 mkdir -p "$out"
 # The lent multi-GPU machines need NVLink SHARP (NVLS) off; every other NCCL_*
 # setting is left as the caller set it.

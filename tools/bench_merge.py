@@ -161,6 +161,8 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     cmd = [args.xdistill, "merge", "--experts", *map(str, experts), "--dtype", "bf16", "--out", str(out),
            "--threads", str(args.threads)]
+    load_before = os.getloadavg()[0]
+    base_rss, _ = timed([args.xdistill, "merge", "--help"])  # the binary's own constant (libtorch, CUDA libraries)
     rss, merge_s = timed(cmd, env=dict(os.environ, XDISTILL_PLAIN_PROGRESS="1"))
     anchor_rss = anchor_s = None
     if not args.no_anchor:  # what a user would write: safe_open, torch f32 sums, save_file
@@ -190,6 +192,9 @@ Command: `.venv/bin/python3 tools/bench_merge.py --xdistill {args.xdistill} --ex
 | peak resident memory of the merge | {rss / 2**20:.0f} MiB |
 | largest single tensor (embed_tokens, bf16) | {largest / 2**20:.0f} MiB |
 | peak RSS / largest tensor | {rss / largest:.2f} (target <= 2 + a constant) |
+| constant: peak RSS of `xdistill merge --help` (libtorch and CUDA libraries mapped) | {base_rss / 2**20:.0f} MiB |
+| merge's peak above that constant / largest tensor | {(rss - base_rss) / largest:.2f} |
+| machine load average (1 min) when the merge started | {load_before:.1f} on {os.cpu_count()} cores (shared machine) |
 """
     if anchor_s is not None:
         section += f"""| anchor: Python `safe_open` + torch f32 sums + `save_file`, wall time | {anchor_s:.1f} s ({total / anchor_s / mb:.0f} MB/s) |

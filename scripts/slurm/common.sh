@@ -7,12 +7,14 @@
 #   xd_srun_with_requeue ARGS...
 #                            srun one task per GPU running `xdistill ARGS...`; on the
 #                            preemption warning (USR1, from #SBATCH --signal=B:USR1@T)
-#                            forwards USR1 to the tasks (the trainer checkpoints and
-#                            exits) and requeues the job, which then resumes from the
-#                            newest complete checkpoint in its run directory.
+#                            sends XD_STOP_SIGNAL (default TERM, on which `xdistill
+#                            train` checkpoints and exits) to the tasks through srun,
+#                            then requeues the job, which resumes (train --resume)
+#                            from the newest complete checkpoint in its run directory.
 
 : "${XDISTILL_HOME:=${SLURM_SUBMIT_DIR:-$PWD}}"
 : "${XDISTILL:=$XDISTILL_HOME/build/xdistill}"
+: "${XD_STOP_SIGNAL:=TERM}"
 
 xd_setup() {
   echo "== $(date -Is) job ${SLURM_JOB_ID:-?} (${SLURM_JOB_NAME:-?}) array ${SLURM_ARRAY_TASK_ID:--}" \
@@ -27,8 +29,8 @@ xd_setup() {
 
 xd_srun_with_requeue() {
   local requeue=0 rc=0 srun_pid
-  trap 'echo "== $(date -Is) USR1: preemption or time limit ahead; asking ranks to checkpoint";
-        requeue=1; kill -USR1 "$srun_pid" 2>/dev/null' USR1
+  trap 'echo "== $(date -Is) USR1: preemption or time limit ahead; SIG$XD_STOP_SIGNAL to the ranks";
+        requeue=1; kill -s "$XD_STOP_SIGNAL" "$srun_pid" 2>/dev/null' USR1
   # --kill-on-bad-exit: one failing rank ends the step instead of leaving the
   # others blocked in a collective until NCCL's timeout.
   srun --kill-on-bad-exit=1 --label "$XDISTILL" "$@" &

@@ -30,6 +30,35 @@ struct Stats {
   int64_t utf8_replacements = 0, documents_with_replacements = 0, documents_without_loss = 0;
   std::vector<int64_t> input_documents, input_tokens;
 
+  void count_skipped(const RecordResult& r) {
+    ++records;
+    utf8_replacements += r.utf8_replacements;
+    skipped_malformed_json += r.outcome == RecordResult::Outcome::Malformed;
+    skipped_invalid_utf8 += r.outcome == RecordResult::Outcome::InvalidUtf8;
+    skipped_empty += r.outcome == RecordResult::Outcome::Empty;
+  }
+
+  // Counts a written document as ShardWriter wrote it (EOS appended with its mask).
+  void count_document(const RecordResult& r, int32_t input, bool eos_appended) {
+    const int64_t written = static_cast<int64_t>(r.ids.size()) + (eos_appended ? 1 : 0);
+    int64_t loss = written;
+    if (!r.mask.empty()) {
+      loss = 0;
+      for (uint8_t m : r.mask) loss += m;
+      if (eos_appended) loss += r.mask.back();
+    }
+    ++records;
+    ++documents;
+    utf8_replacements += r.utf8_replacements;
+    chat_documents += r.chat;
+    tokens += written;
+    loss_tokens += loss;
+    documents_with_replacements += r.utf8_replacements > 0;
+    documents_without_loss += loss == 0;
+    ++input_documents[input];
+    input_tokens[input] += written;
+  }
+
   json to_json(const std::vector<InputSpec>& inputs) const {
     json per_input = json::array();
     for (size_t i = 0; i < inputs.size(); ++i)
@@ -142,6 +171,25 @@ void validate(const PrepareOptions& o) {
   if (o.threads < 0) throw UsageError("data recipe: prepare.threads must be >= 0 (0 = all cores)");
 }
 
+// A writer for a fresh run, or one that continues the staging directory of an
+// interrupted run with the same identity (then `stats` and `result` say how far it got).
+std::unique_ptr<ShardWriter> start_or_resume(const PrepareOptions& options, const ShardWriterOptions& writer_options,
+                                             const std::string& identity, Stats& stats, PrepareResult& result) {
+  const stdfs::path staging = options.output + ".partial";
+  std::optional<ResumePoint> resume;
+  if (options.resume) resume = load_resume_point(staging, identity);
+  if (!resume) {
+    stats.input_documents.assign(options.inputs.size(), 0);
+    stats.input_tokens.assign(options.inputs.size(), 0);
+    return std::make_unique<ShardWriter>(options.output, writer_options);
+  }
+  stats = resume->stats;
+  result.resumed_records = resume->records;
+  log::info("resuming ", staging.string(), ": ", resume->shards.size(), " shards, ", resume->records,
+            " records already written");
+  return std::make_unique<ShardWriter>(options.output, writer_options, resume->shards);
+}
+
 }  // namespace
 
 PrepareResult prepare_shards(const PrepareOptions& options_in, const Encoder& encoder) {
@@ -160,22 +208,9 @@ PrepareResult prepare_shards(const PrepareOptions& options_in, const Encoder& en
 
   const std::string identity = run_identity(options, writer_options.tokenizer, files);
   const stdfs::path staging = options.output + ".partial";
-  std::optional<ResumePoint> resume;
-  if (options.resume) resume = load_resume_point(staging, identity);
-  Stats stats;
-  stats.input_documents.assign(options.inputs.size(), 0);
-  stats.input_tokens.assign(options.inputs.size(), 0);
-  std::unique_ptr<ShardWriter> writer;
   PrepareResult result;
-  if (resume) {
-    stats = resume->stats;
-    result.resumed_records = resume->records;
-    log::info("resuming ", staging.string(), ": ", resume->shards.size(), " shards, ", resume->records,
-              " records already written");
-    writer = std::make_unique<ShardWriter>(options.output, writer_options, resume->shards);
-  } else {
-    writer = std::make_unique<ShardWriter>(options.output, writer_options);
-  }
+  Stats stats;
+  std::unique_ptr<ShardWriter> writer = start_or_resume(options, writer_options, identity, stats, result);
 
   uint64_t total_bytes = 0;
   for (const InputFile& f : files) total_bytes += f.bytes;
@@ -216,35 +251,16 @@ PrepareResult prepare_shards(const PrepareOptions& options_in, const Encoder& en
     for (const RecordResult& r : unit.results) {
       using Outcome = RecordResult::Outcome;
       if (r.outcome == Outcome::Fatal) throw Error(r.message);
-      ++stats.records;
-      stats.utf8_replacements += r.utf8_replacements;
       if (r.outcome != Outcome::Document) {
-        if (r.outcome == Outcome::Malformed) ++stats.skipped_malformed_json;
-        if (r.outcome == Outcome::InvalidUtf8) ++stats.skipped_invalid_utf8;
-        if (r.outcome == Outcome::Empty) ++stats.skipped_empty;
+        stats.count_skipped(r);
         if (logged++ < kMaxLoggedProblems) log::warn("skipped ", r.message);
         continue;
       }
       const size_t shards_before = writer->shards().size();
       writer->add_document(r.ids, r.mask);
-      const int64_t written = static_cast<int64_t>(r.ids.size()) + (writer_options.append_eos ? 1 : 0);
-      int64_t loss = r.mask.empty() ? written : 0;
-      if (!r.mask.empty()) {
-        for (uint8_t m : r.mask) loss += m;
-        if (writer_options.append_eos) loss += r.mask.back();
-      }
-      const int32_t input = files[r.file].input;
-      ++stats.documents;
-      stats.chat_documents += r.chat;
-      stats.tokens += written;
-      stats.loss_tokens += loss;
-      stats.documents_with_replacements += r.utf8_replacements > 0;
-      stats.documents_without_loss += loss == 0;
-      ++stats.input_documents[input];
-      stats.input_tokens[input] += written;
+      stats.count_document(r, files[r.file].input, writer_options.append_eos);
       if (writer->shards().size() > shards_before) {
-        save_resume_point(staging, identity, *writer, stats.records,
-                          stats.to_json(options.inputs));
+        save_resume_point(staging, identity, *writer, stats.records, stats.to_json(options.inputs));
         if (options.interrupt_after_shards >= 0 &&
             static_cast<int64_t>(writer->shards().size()) >= options.interrupt_after_shards)
           throw Error("preparation interrupted after " + std::to_string(writer->shards().size()) +

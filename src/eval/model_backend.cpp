@@ -67,7 +67,6 @@ void score_batch(models::LanguageModel& model, const std::vector<const Row*>& ro
   for (size_t b = 0; b < rows.size(); ++b) {
     const int64_t len = static_cast<int64_t>(rows[b]->input.size());
     const int64_t n = static_cast<int64_t>(rows[b]->targets.size());
-    if (n == 0) continue;
     const at::Tensor logp = logits[b].slice(0, len - n, len).log_softmax(-1);
     const at::Tensor targets = at::tensor(rows[b]->targets, at::kLong).to(logp.device());
     const at::Tensor picked = logp.gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kDouble);
@@ -85,13 +84,15 @@ std::vector<LoglikelihoodAnswer> ModelBackend::score(const std::vector<TokenRequ
   std::vector<Row> rows;
   rows.reserve(requests.size());
   for (const auto& r : requests) rows.push_back(make_row(r, max_length_));
-  std::vector<size_t> order(rows.size());
-  std::iota(order.begin(), order.end(), 0);
+  // An empty continuation scores 0 (log 1) without a forward.
+  std::vector<size_t> order;
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (!rows[i].targets.empty()) order.push_back(i);
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return rows[a].input.size() > rows[b].input.size(); });
 
-  std::vector<LoglikelihoodAnswer> answers(rows.size());
-  Progress progress(label, static_cast<int64_t>(rows.size()), "req");
+  std::vector<LoglikelihoodAnswer> answers(rows.size(), LoglikelihoodAnswer{0.0, true, 0});
+  Progress progress(label, static_cast<int64_t>(order.size()), "req");
   for (size_t first = 0; first < order.size();) {
     const int64_t b = batch_for(static_cast<int64_t>(rows[order[first]].input.size()));
     const size_t last = std::min(order.size(), first + static_cast<size_t>(b));

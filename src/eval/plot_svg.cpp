@@ -129,7 +129,7 @@ void draw_series(std::ostringstream& os, const Frame& f, const PlotSeries& s, si
        << "' stroke-width='2.5'/>\n";
     os << "<text x='" << num(x + 8) << "' y='" << num(y - 8 - 14.0 * index)
        << "' font-family='DejaVu Sans, Helvetica, Arial, sans-serif' font-size='12' fill='" << colour
-       << "'>α* = " << star_text(*s.alpha_star) << "</text>\n";
+       << "' stroke='white' stroke-width='4' paint-order='stroke'>α* = " << star_text(*s.alpha_star) << "</text>\n";
   }
 }
 

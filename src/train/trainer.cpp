@@ -73,7 +73,13 @@ void set_up(TrainSession& s, const config::Config& cfg) {
     s.teacher = models::load_decoder(r.teacher_path, s.device, dtype_of(r.teacher_dtype));
     freeze(*s.teacher);
   }
-  if (r.stage == Stage::Distill && !r.teacher_cache.empty()) s.cache = std::make_unique<TeacherCacheReader>(r.teacher_cache);
+  if (r.stage == Stage::Distill && !r.teacher_cache.empty()) {
+    s.cache = std::make_unique<TeacherCacheReader>(r.teacher_cache);
+    const std::string cached_teacher = s.cache->meta().source.value("teacher", "");
+    if (cached_teacher != r.teacher_path)
+      log::warn("teacher.cache ", r.teacher_cache, " was written for teacher '", cached_teacher,
+                "', the recipe names '", r.teacher_path, "'");
+  }
 
   if (r.stage == Stage::Pretrain) {
     s.model = models::load_decoder(r.teacher_path, s.device, s.compute_dtype);

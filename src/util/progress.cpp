@@ -41,10 +41,14 @@ void Progress::advance(int64_t n) {
 void Progress::set(int64_t done) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (done_ == 0 && done > 0 && start_done_ == 0) start_done_ = done;  // resumed work
     done_ = done;
   }
   advance(0);
+}
+
+void Progress::resume_from(int64_t done) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  start_done_ = done_ = done;
 }
 
 void Progress::set_postfix(const std::string& text) {

@@ -1,9 +1,9 @@
 """The SLURM job scripts: syntax, and the preemption path of common.sh run against
 stand-ins for srun, scontrol and xdistill (no SLURM here).
 
-The stand-in srun starts its command and forwards SIGUSR1 to it, as srun does; the
-stand-in trainer records the signal, "checkpoints" and exits 0, as the real trainer
-does on SIGUSR1; the stand-in scontrol records its arguments.
+The stand-in srun starts its command and forwards SIGTERM to it, as srun does; the
+stand-in trainer records the signal, "checkpoints" and exits with 128 + 15, as
+`xdistill train` does on SIGTERM; the stand-in scontrol records its arguments.
 """
 import os
 import pathlib
@@ -47,10 +47,11 @@ def fake_cluster(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     write_exe(bin_dir / "srun", """#!/usr/bin/env bash
-# Drop srun's own options, run the command, forward USR1 like srun does.
+# Drop srun's own options, run the command, forward signals like srun does.
 while [[ $1 == --* ]]; do shift; done
 "$@" &
 child=$!
+trap 'kill -TERM $child' TERM
 trap 'kill -USR1 $child' USR1
 while true; do wait $child; rc=$?; kill -0 $child 2>/dev/null || exit $rc; done
 """)
@@ -59,7 +60,7 @@ echo "$@" >> {tmp_path}/scontrol.calls
 """)
     write_exe(tmp_path / "xdistill", f"""#!/usr/bin/env bash
 echo "$@" > {tmp_path}/trainer.args
-trap 'echo checkpointed > {tmp_path}/trainer.signal; exit 0' USR1
+trap 'echo checkpointed > {tmp_path}/trainer.signal; exit 143' TERM
 touch {tmp_path}/trainer.started
 for i in $(seq 200); do sleep 0.1; done
 echo finished > {tmp_path}/trainer.finished
@@ -90,7 +91,7 @@ def test_usr1_checkpoints_and_requeues(fake_cluster):
     assert not (tmp / "trainer.finished").exists()
     assert (tmp / "scontrol.calls").read_text().split() == ["requeue", "4242"]
     args = (tmp / "trainer.args").read_text().split()
-    assert args[:3] == ["train", "--config", "recipe.yaml"]
+    assert args[:4] == ["train", "--resume", "--config", "recipe.yaml"]
     assert f"run.dir={tmp / 'run'}" in args
     assert "NCCL_DEBUG=WARN" in out  # the user's NCCL settings are shown, untouched
 
@@ -123,5 +124,5 @@ def test_expert_array_picks_its_domain(fake_cluster):
                          capture_output=True, text=True, timeout=30)
     assert job.returncode == 0, job.stdout + job.stderr
     args = (tmp / "trainer.args").read_text().split()
-    assert args[:3] == ["train", "--config", "recipes/code.yaml"]
+    assert args[:4] == ["train", "--resume", "--config", "recipes/code.yaml"]
     assert "student.init=/ckpt/theta0" in args and f"run.dir={tmp / 'experts' / 'code'}" in args

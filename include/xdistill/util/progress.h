@@ -22,6 +22,9 @@ class Progress {
 
   void advance(int64_t n = 1);
   void set(int64_t done);
+  // Work already done before this process started (a resumed run): it counts towards
+  // the total but not towards the rate.
+  void resume_from(int64_t done);
   // A short free-form suffix, e.g. "loss 2.31".
   void set_postfix(const std::string& text);
   void finish();

@@ -28,7 +28,7 @@ ShardFile write_array(const stdfs::path& dir, const std::string& name, const voi
 
 ShardWriter::ShardWriter(std::string dir, ShardWriterOptions options)
     : ShardWriter(std::move(dir), std::move(options), {}) {
-  stdfs::remove_all(staging_);
+  fs::remove_tree(staging_);
   stdfs::create_directories(staging_);
 }
 
@@ -116,7 +116,7 @@ Manifest ShardWriter::finish(const nlohmann::json& stats, const nlohmann::json& 
     for (const ShardFile* f : {&s.tokens_file, &s.docs_file, &s.mask_file}) keep.push_back(f->file);
   for (const auto& entry : stdfs::directory_iterator(staging_)) {
     const std::string name = entry.path().filename().string();
-    if (std::find(keep.begin(), keep.end(), name) == keep.end()) stdfs::remove_all(entry.path());
+    if (std::find(keep.begin(), keep.end(), name) == keep.end()) fs::remove_tree(entry.path());
   }
   fs::write_atomic(stdfs::path(staging_) / kManifestName, manifest_text(m));
   fs::replace_directory(staging_, dir_);

@@ -257,7 +257,7 @@ MergeResult run_merge(const MergeSpec& spec) {
     fs::replace_directory(staging, out_dir);
   } catch (...) {
     std::error_code ec;
-    stdfs::remove_all(staging, ec);
+    fs::remove_tree_noexcept(staging);
     throw;
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -201,8 +201,7 @@ void save_model(const LanguageModel& model, const std::string& dir) {
     fs::write_atomic(staging / "config.json", model.config_json().dump(2) + "\n");
     fs::replace_directory(staging, dest);
   } catch (...) {
-    std::error_code ec;
-    std::filesystem::remove_all(staging, ec);
+    fs::remove_tree_noexcept(staging);
     throw;
   }
 }

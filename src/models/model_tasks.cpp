@@ -51,10 +51,9 @@ void write_logits(const LogitsRequest& r) {
     writer.finish();
     if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
     std::filesystem::rename(staging / "model.safetensors", out);
-    std::filesystem::remove_all(staging);
+    fs::remove_tree(staging);
   } catch (...) {
-    std::error_code ec;
-    std::filesystem::remove_all(staging, ec);
+    fs::remove_tree_noexcept(staging);
     throw;
   }
   log::info("wrote logits of ", lines.size(), " sequences to ", r.out);

@@ -34,7 +34,7 @@ stdfs::path CheckpointDirs::staging_for(int64_t step) const {
   // Clear leftovers of interrupted saves first: they never count as checkpoints.
   for (const auto& entry : stdfs::directory_iterator(root_)) {
     const std::string name = entry.path().filename().string();
-    if (name.find(".tmp.") != std::string::npos) stdfs::remove_all(entry.path());
+    if (name.find(".tmp.") != std::string::npos) fs::remove_tree(entry.path());
   }
   const stdfs::path staging = fs::temp_sibling(path_for(step));
   stdfs::create_directories(staging);
@@ -47,7 +47,7 @@ stdfs::path CheckpointDirs::publish(const stdfs::path& staging, int64_t step, in
   if (keep > 0) {
     auto all = list();
     const int64_t excess = static_cast<int64_t>(all.size()) - keep;
-    for (int64_t i = 0; i < excess; ++i) stdfs::remove_all(all[static_cast<size_t>(i)].second);
+    for (int64_t i = 0; i < excess; ++i) fs::remove_tree(all[static_cast<size_t>(i)].second);
   }
   return dest;
 }

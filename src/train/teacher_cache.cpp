@@ -93,8 +93,7 @@ TeacherCacheWriter::TeacherCacheWriter(stdfs::path dir, TeacherCacheMeta meta, i
 
 TeacherCacheWriter::~TeacherCacheWriter() {
   if (data_) std::fclose(data_);
-  std::error_code ec;
-  if (!staging_.empty()) stdfs::remove_all(staging_, ec);
+  if (!staging_.empty()) fs::remove_tree_noexcept(staging_);
 }
 
 void TeacherCacheWriter::add(const TopkRow& row) {

@@ -1,5 +1,7 @@
 #include "xdistill/util/fs.h"
 
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -48,6 +50,24 @@ void write_atomic(const stdfs::path& path, const std::string& content) {
   });
 }
 
+namespace {
+int remove_entry(const char* path, const struct stat*, int type, struct FTW*) {
+  return (type == FTW_DP ? ::rmdir(path) : ::unlink(path)) == 0 || errno == ENOENT ? 0 : -1;
+}
+}  // namespace
+
+bool remove_tree_noexcept(const stdfs::path& path) noexcept {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT;
+  if (!S_ISDIR(st.st_mode)) return ::unlink(path.c_str()) == 0 || errno == ENOENT;
+  return ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0;
+}
+
+void remove_tree(const stdfs::path& path) {
+  if (!remove_tree_noexcept(path))
+    throw Error(path.string() + ": cannot remove: " + std::strerror(errno));
+}
+
 std::string read_text(const stdfs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path.string() + ": cannot open for reading");
@@ -57,12 +77,11 @@ std::string read_text(const stdfs::path& path) {
 }
 
 void replace_directory(const stdfs::path& staging, const stdfs::path& dest) {
-  std::error_code ec;
   if (stdfs::exists(dest)) {
     const stdfs::path old = temp_sibling(dest);
     stdfs::rename(dest, old);
     stdfs::rename(staging, dest);
-    stdfs::remove_all(old, ec);
+    remove_tree_noexcept(old);
   } else {
     if (dest.has_parent_path()) stdfs::create_directories(dest.parent_path());
     stdfs::rename(staging, dest);

@@ -1,4 +1,5 @@
 // The decoder on the GPU against the CPU fp32 result (label gpu; skips without CUDA).
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include "xdistill/models/decoder.h"
@@ -29,7 +30,16 @@ TEST(DecoderGpu, MatchesCpuInFp32AndBf16) {
       auto src = cpu->named_parameters(), dst = gpu->named_parameters();
       for (const auto& item : src) dst[item.key()].copy_(item.value());
       const double err = rel_err(gpu->forward(ids), ref);
-      EXPECT_LT(err, dtype == at::kFloat ? 1e-4 : 3e-2) << type << " " << c10::toString(dtype);
+      // The bf16 bound is tied to the error the same decoder makes in bf16 on the CPU
+      // (2x that, as FlashAttention's tests do), not to a fixed number.
+      double bound = 1e-4;
+      if (dtype == at::kBFloat16) {
+        auto cpu16 = std::make_shared<Decoder>(c, plan_from_config(c), at::TensorOptions().dtype(dtype));
+        auto dst16 = cpu16->named_parameters();
+        for (const auto& item : src) dst16[item.key()].copy_(item.value());
+        bound = std::max(2.0 * rel_err(cpu16->forward(ids), ref), 1e-3);
+      }
+      EXPECT_LT(err, bound) << type << " " << c10::toString(dtype);
       // Incremental decoding on the GPU agrees with its own full forward.
       auto cache = gpu->new_cache(2);
       const at::Tensor a = gpu->forward(ids.narrow(1, 0, 40), cache.get());

@@ -13,9 +13,14 @@ import pytest
 import yaml
 
 BIN = os.environ.get("XDISTILL_BIN", "")
-TOKENIZERS = Path(os.environ.get("XD_SOURCE_DIR", Path(__file__).parents[2])).parent / "shared/fixtures/tokenizers"
-if not TOKENIZERS.exists():
-    TOKENIZERS = Path("/work/shared/fixtures/tokenizers")
+_SOURCE = Path(os.environ.get("XD_SOURCE_DIR", Path(__file__).parents[2]))
+# The fixtures sit beside the checkout; a copy inside it (shared/, git-ignored) is what
+# travels to the GPU machine.
+TOKENIZERS = next((p for p in (Path(os.environ.get("XD_TOKENIZER_FIXTURES", "/nonexistent")),
+                               _SOURCE.parent / "shared/fixtures/tokenizers",
+                               _SOURCE / "shared/fixtures/tokenizers",
+                               Path("/work/shared/fixtures/tokenizers")) if p.exists()),
+                  _SOURCE.parent / "shared/fixtures/tokenizers")
 LLAMA3 = TOKENIZERS / "llama3"
 QWEN3 = TOKENIZERS / "qwen3"
 

@@ -31,6 +31,7 @@ from hf_fixtures import load_hf, randomise, run_xdistill, tiny_config
 ROOT = Path(os.environ.get("XD_SOURCE_DIR", Path(__file__).resolve().parents[2]))
 TASKS = ROOT / "tests" / "eval" / "fixtures" / "tasks"
 TOKENIZER_CANDIDATES = [ROOT.parent / "shared" / "fixtures" / "tokenizers" / "llama3",
+                        ROOT / "shared" / "fixtures" / "tokenizers" / "llama3",
                         Path("/work/shared/fixtures/tokenizers/llama3")]
 TOKENIZER = next((p for p in TOKENIZER_CANDIDATES if (p / "tokenizer.json").exists()), None)
 pytestmark = pytest.mark.skipif(TOKENIZER is None, reason="Llama-3 tokenizer fixture (shared/) not found")

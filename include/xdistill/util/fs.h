@@ -17,6 +17,14 @@ void write_atomic_with(const std::filesystem::path& path,
 // Temporary sibling name used for atomic writes of files and directories.
 std::filesystem::path temp_sibling(const std::filesystem::path& path);
 
+// Deletes a file or a directory tree (like `rm -rf`); a missing path is not an error.
+// Use this instead of std::filesystem::remove_all: libtorch.so exports its own copy of
+// that function, and a binary can bind to it across a C++ runtime boundary and crash
+// (seen on the GPU machine's toolchain while pruning checkpoints).
+void remove_tree(const std::filesystem::path& path);
+// Same, never throwing; returns false when something could not be removed.
+bool remove_tree_noexcept(const std::filesystem::path& path) noexcept;
+
 std::string read_text(const std::filesystem::path& path);
 
 // Replaces directory `dest` by the finished directory `staging` (same filesystem).

@@ -167,7 +167,7 @@ int run_demo(const DemoOptions& o) {
   const std::string dev = o.device, dtype = "f32", sd = std::to_string(o.seed);
   const std::string compute = o.device == "cuda" ? "bf16" : "f32";
   StageRunner stages;
-  stages.total = 9 + static_cast<int>(kDomains.size());
+  stages.total = 10 + static_cast<int>(kDomains.size());
   auto exists = [&](const stdfs::path& rel) { return [p = root / rel] { return stdfs::exists(p); }; };
   int rc = 0;
   auto check = [&](int code) { if (code != 0) rc = code; return code == 0; };
@@ -190,6 +190,8 @@ int run_demo(const DemoOptions& o) {
       {"batch.micro_batch", std::to_string(p.micro_batch)}, {"precision.compute", compute},
       {"student.window", std::to_string(p.window)}, {"student.sinks", "4"}, {"checkpoint.keep", "1"},
       {"checkpoint.every", "50"}};
+  // Warm-up never longer than a fifth of a (possibly shortened) stage.
+  auto warmup = [](int64_t wanted, int64_t steps) { return std::to_string(std::min<int64_t>(wanted, steps / 5)); };
   auto with = [&](std::vector<std::pair<std::string, std::string>> extra) {
     extra.insert(extra.begin(), common.begin(), common.end());
     return train_recipe(extra);
@@ -199,7 +201,7 @@ int run_demo(const DemoOptions& o) {
     check(train(with({{"stage", "pretrain"}, {"run.dir", (root / "runs/pretrain").string()},
                       {"run.output", (root / "teacher").string()}, {"teacher.path", (root / "teacher-init").string()},
                       {"data.mixture", mixture_yaml(root, "")}, {"optim.lr", "3e-3"}, {"optim.min_lr", "1e-4"},
-                      {"schedule.kind", "warmup_cosine"}, {"schedule.warmup_steps", "30"},
+                      {"schedule.kind", "warmup_cosine"}, {"schedule.warmup_steps", warmup(30, p.pretrain_steps)},
                       {"schedule.steps", std::to_string(p.pretrain_steps)}})));
   });
   if (rc) return rc;
@@ -207,7 +209,7 @@ int run_demo(const DemoOptions& o) {
     check(train(with({{"stage", "align"}, {"run.dir", (root / "runs/align").string()},
                       {"run.output", (root / "theta0").string()}, {"teacher.path", (root / "teacher").string()},
                       {"data.mixture", mixture_yaml(root, "")}, {"optim.lr", "1e-2"}, {"optim.min_lr", "1e-5"},
-                      {"schedule.kind", "warmup_cosine"}, {"schedule.warmup_steps", "10"},
+                      {"schedule.kind", "warmup_cosine"}, {"schedule.warmup_steps", warmup(10, p.align_steps)},
                       {"schedule.steps", std::to_string(p.align_steps)}})));
   });
   if (rc) return rc;
@@ -217,7 +219,7 @@ int run_demo(const DemoOptions& o) {
                         {"run.output", (root / ("expert-" + d)).string()}, {"teacher.path", (root / "teacher").string()},
                         {"student.init", (root / "theta0").string()}, {"data.mixture", mixture_yaml(root, d)},
                         {"optim.lr", "1e-3"}, {"optim.min_lr", "1e-3"}, {"schedule.kind", "warmup_constant"},
-                        {"schedule.warmup_steps", "10"}, {"schedule.steps", std::to_string(p.expert_steps)},
+                        {"schedule.warmup_steps", warmup(10, p.expert_steps)}, {"schedule.steps", std::to_string(p.expert_steps)},
                         {"loss.top_k", "64"}})));
     });
     if (rc) return rc;

@@ -176,7 +176,7 @@ int run_training(const config::Config& cfg, bool resume) {
   set_up(s, cfg);
   const TrainRecipe& r = s.recipe;
   stdfs::create_directories(r.run_dir);
-  log::add_file((stdfs::path(r.run_dir) / "train.log").string());
+  log::ScopedLogFile run_log((stdfs::path(r.run_dir) / "train.log").string());
   if (resume) {
     if (!restore_training_checkpoint(s)) log::warn("--resume: no checkpoint in ", r.run_dir, "; starting afresh");
   } else if (CheckpointDirs(r.run_dir).latest()) {
@@ -190,7 +190,7 @@ int run_training(const config::Config& cfg, bool resume) {
 
   StopSignal stop;
   Progress progress("train", r.schedule.total_steps, "step", 10.0);
-  progress.set(s.step);
+  progress.resume_from(s.step);  // steps of an earlier run count towards the total, not the rate
   int64_t last_saved = s.step;
   const int64_t first_step = s.step;
   while (s.step < r.schedule.total_steps) {

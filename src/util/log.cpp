@@ -57,6 +57,18 @@ void add_file(const std::string& path) {
   logger().sinks().push_back(sink);
 }
 
+void remove_file(const std::string& path) {
+  auto& sinks = logger().sinks();
+  for (auto it = sinks.begin(); it != sinks.end(); ++it) {
+    auto file = std::dynamic_pointer_cast<spdlog::sinks::basic_file_sink_mt>(*it);
+    if (file && file->filename() == path) {
+      file->flush();
+      sinks.erase(it);
+      return;
+    }
+  }
+}
+
 void write(Level l, const std::string& message) {
   if (l < g_level) return;
   logger().log(to_spdlog(l), "{}", message);

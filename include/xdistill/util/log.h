@@ -16,7 +16,22 @@ Level level();
 // Adds a log file (created with its parents) that receives every message at the
 // current level or above, with timestamps, in addition to the terminal.
 void add_file(const std::string& path);
+// Stops writing to a file added by add_file (no-op when it was not added).
+void remove_file(const std::string& path);
 void write(Level level, const std::string& message);
+
+// A log file for the duration of a scope (e.g. one training run's RUN_DIR/train.log),
+// so that stages run one after another in one process each keep their own log.
+class ScopedLogFile {
+ public:
+  explicit ScopedLogFile(std::string path) : path_(std::move(path)) { add_file(path_); }
+  ~ScopedLogFile() { remove_file(path_); }
+  ScopedLogFile(const ScopedLogFile&) = delete;
+  ScopedLogFile& operator=(const ScopedLogFile&) = delete;
+
+ private:
+  std::string path_;
+};
 
 namespace detail {
 template <typename... Args>

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "xdistill/ops/mlstm_reference.h"
+#include "ops/shape_text.h"
 #include "xdistill/util/error.h"
 #ifdef XDISTILL_WITH_CUDA
 #include "ops/mlstm_cuda.h"
@@ -13,12 +14,6 @@
 
 namespace xd::ops {
 namespace {
-
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
 
 void check_same_device(const at::Tensor& ref, const at::Tensor& t, const char* name) {
   XD_CHECK(t.device() == ref.device(), "mlstm: '", name, "' is on ", t.device(), " but q is on ", ref.device());

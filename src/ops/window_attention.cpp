@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "ops/shape_text.h"
 #include "xdistill/util/error.h"
 #ifdef XDISTILL_WITH_CUDA
 #include "ops/window_attention_cuda.h"
@@ -12,12 +13,6 @@
 
 namespace xd::ops {
 namespace {
-
-std::string shape_of(const at::Tensor& t) {
-  std::ostringstream os;
-  os << t.sizes();
-  return os.str();
-}
 
 void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   XD_CHECK(q.dim() == 4, op, ": q must be [B,H,S,D], got ", shape_of(q));

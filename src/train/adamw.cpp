@@ -22,6 +22,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOption
     exp_avg_.push_back(at::zeros_like(masters_.back()));
     exp_avg_sq_.push_back(at::zeros_like(masters_.back()));
     decayed_.push_back(opt_.decay_vectors || p.dim() >= 2);
+    steps_.push_back(at::zeros({}, masters_.back().options()));
   }
 }
 
@@ -33,16 +34,19 @@ int64_t AdamW::num_parameters() const {
 
 void AdamW::accumulate_gradients() {
   at::NoGradGuard no_grad;
+  std::vector<at::Tensor> sums, fresh;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& g = params_[i].mutable_grad();
     if (!g.defined()) continue;  // a parameter the loss did not reach this micro-batch
-    grads_[i].add_(g);
+    sums.push_back(grads_[i]);
+    fresh.push_back(g);  // bf16 into fp32: foreach takes its per-tensor path, no fp32 temporaries
     g = at::Tensor();  // autograd allocates afresh: the buffer is never aliased
   }
+  if (!sums.empty()) at::_foreach_add_(sums, fresh);
 }
 
 void AdamW::zero_grad() {
-  for (auto& g : grads_) g.zero_();
+  at::_foreach_zero_(grads_);
   for (auto& p : params_) p.mutable_grad() = at::Tensor();
 }
 
@@ -56,27 +60,37 @@ double AdamW::clip_grad_norm(double max_norm) {
   return total;
 }
 
+// One pass of ATen's fused AdamW kernel per weight-decay group (decoupled decay,
+// bias-corrected moments, the definition in the header) instead of a dozen foreach
+// passes over all the fp32 state: fewer bytes moved and no full-size temporary for
+// the denominator (12.8 GB at 3B parameters).
 void AdamW::step(double lr) {
   at::NoGradGuard no_grad;
   ++step_;
-  const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(step_));
-  const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(step_));
-  if (opt_.weight_decay != 0.0) {
-    std::vector<at::Tensor> decayed;
-    for (size_t i = 0; i < masters_.size(); ++i)
-      if (decayed_[i]) decayed.push_back(masters_[i]);
-    if (!decayed.empty()) at::_foreach_mul_(decayed, 1.0 - lr * opt_.weight_decay);
+  at::_foreach_add_(steps_, 1.0);
+  for (const bool decayed : {true, false}) {
+    std::vector<at::Tensor> masters, grads, exp_avg, exp_avg_sq, steps;
+    for (size_t i = 0; i < masters_.size(); ++i) {
+      if (decayed_[i] != decayed) continue;
+      masters.push_back(masters_[i]);
+      grads.push_back(grads_[i]);
+      exp_avg.push_back(exp_avg_[i]);
+      exp_avg_sq.push_back(exp_avg_sq_[i]);
+      steps.push_back(steps_[i]);
+    }
+    if (masters.empty()) continue;
+    at::_fused_adamw_(masters, grads, exp_avg, exp_avg_sq, /*max_exp_avg_sqs=*/{}, steps, lr, opt_.beta1,
+                      opt_.beta2, decayed ? opt_.weight_decay : 0.0, opt_.eps, /*amsgrad=*/false,
+                      /*maximize=*/false);
   }
-  at::_foreach_lerp_(exp_avg_, grads_, 1.0 - opt_.beta1);
-  at::_foreach_mul_(exp_avg_sq_, opt_.beta2);
-  at::_foreach_addcmul_(exp_avg_sq_, grads_, grads_, 1.0 - opt_.beta2);
-  auto denom = at::_foreach_sqrt(exp_avg_sq_);
-  at::_foreach_div_(denom, std::sqrt(bc2));
-  at::_foreach_add_(denom, opt_.eps);
-  at::_foreach_addcdiv_(masters_, exp_avg_, denom, -lr / bc1);
-  for (size_t i = 0; i < params_.size(); ++i)
-    if (!params_[i].is_same(masters_[i])) params_[i].copy_(masters_[i]);
-  for (auto& g : grads_) g.zero_();
+  std::vector<at::Tensor> low_precision, their_masters;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i].is_same(masters_[i])) continue;
+    low_precision.push_back(params_[i]);
+    their_masters.push_back(masters_[i]);
+  }
+  if (!low_precision.empty()) at::_foreach_copy_(low_precision, their_masters);
+  at::_foreach_zero_(grads_);
 }
 
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {
@@ -106,6 +120,7 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& tensors, int64_t
     if (!params_[i].is_same(masters_[i])) params_[i].copy_(masters_[i]);
   }
   step_ = step;
+  for (auto& t : steps_) t.fill_(static_cast<double>(step));
 }
 
 }  // namespace xd::train

@@ -67,6 +67,9 @@ void add_bench_train(CLI::App& app) {
   cmd->add_option("--device", b->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--peak-tflops", b->peak_tflops, "peak dense bf16 TFLOP/s for MFU")->capture_default_str();
   cmd->add_flag("--no-activation-checkpointing", *no_ckpt, "Stage II without recomputing layers");
+  cmd->add_option("--profile", b->profile_top,
+                  "after the timed steps, profile one step and print its N most expensive GPU kernels")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([b, no_ckpt] {
     b->activation_checkpointing = !*no_ckpt;
     train::run_train_benchmark(*b);

@@ -48,6 +48,7 @@ class AdamW {
  private:
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_, masters_, grads_, exp_avg_, exp_avg_sq_;
+  std::vector<at::Tensor> steps_;  // per tensor, on its device: what the fused kernel reads
   std::vector<bool> decayed_;
   AdamWOptions opt_;
   int64_t step_ = 0;

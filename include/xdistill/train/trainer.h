@@ -26,6 +26,7 @@ struct TrainBenchmark {
   std::string device = "auto";
   bool activation_checkpointing = true;  // distill only
   double peak_tflops = 989.0;
+  int profile_top = 0;  // > 0: profile one more step and print the top GPU kernels by time
 };
 // Random-weight models of the named shapes, built directly (no checkpoint on disk);
 // prints tokens/s, MFU and peak memory of the stage's training step.

@@ -3,9 +3,12 @@
 #   Stage I  at Llama-3.1-8B shapes, B=2  (target >= 22,000 tok/s)
 #   Stage II at Llama-3.2-3B shapes, B=1  (target >= 13,500 tok/s)
 # Each prints one line: "bench-train stage=... : X tok/s, Y ms/step, MFU Z %, peak W GiB".
-#   tools/bench_train.sh [path/to/xdistill] [steps]
+#   tools/bench_train.sh [path/to/xdistill] [steps] [profile-top-N]
+# With profile-top-N > 0, one more step per stage is profiled and its N most
+# expensive GPU kernels are printed (where the time goes).
 set -euo pipefail
 BIN="${1:-build/xdistill}"
 STEPS="${2:-10}"
-"$BIN" bench-train --stage align --shape llama-8b --batch 2 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda
-"$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda
+PROFILE="${3:-0}"
+"$BIN" bench-train --stage align --shape llama-8b --batch 2 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda --profile "$PROFILE"
+"$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda --profile "$PROFILE"

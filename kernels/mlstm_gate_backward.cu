@@ -51,6 +51,86 @@ __global__ void gate_backward_kernel(GateBackwardParams p) {
   p.dm0[bh] = (float)acc_m;
 }
 
+// The same recurrence, one block per head: each thread walks a contiguous
+// segment of positions twice. Pass 1 reduces its segment to (the forget sum,
+// the stabiliser path's value with zero coming in, whether the path runs through
+// the whole segment); thread 0 chains the segments from the right (float64);
+// pass 2 repeats the sequential loop with the true incoming sums.
+constexpr int kGateThreads = 256;
+
+struct GateView {
+  const float* __restrict__ q_dot;
+  const float* __restrict__ k_dot;
+  const float* __restrict__ dm_direct;
+  const float* __restrict__ f;
+  const float* __restrict__ i;
+  const float* __restrict__ m_pos;
+  float m_init;
+  __device__ bool carried(int t, float& sig_neg) const {
+    const float ft = f[t], m = m_pos[t];
+    const float m_prev = t > 0 ? m_pos[t - 1] : m_init;
+    const float lf = fminf(ft, 0.f) - log1pf(expf(-fabsf(ft)));
+    sig_neg = 1.f / (1.f + expf(ft));
+    return fabsf(m - (lf + m_prev)) <= fabsf(m - i[t]);
+  }
+};
+
+__global__ void __launch_bounds__(kGateThreads) gate_backward_parallel_kernel(GateBackwardParams p) {
+  __shared__ double seg_f[kGateThreads], seg_m[kGateThreads], in_f[kGateThreads], in_m[kGateThreads];
+  __shared__ bool seg_pass[kGateThreads];
+  const int bh = blockIdx.x, tid = threadIdx.x;
+  const size_t base = (size_t)bh * p.S;
+  const GateView gv{p.q_dot_dq + base, p.k_dot_dk + base, p.dm_direct + base, p.f + base, p.i + base,
+                    p.m_pos + base, p.m0 ? p.m0[bh] : 0.f};
+  const int per = (p.S + kGateThreads - 1) / kGateThreads;
+  const int a = min(p.S, tid * per), b = min(p.S, a + per);
+  double f_sum = 0.0, m_val = 0.0;
+  bool pass = true;
+  for (int t = b - 1; t >= a; --t) {
+    float sig_neg;
+    const bool carried = gv.carried(t, sig_neg);
+    f_sum += (double)gv.q_dot[t] - (double)gv.k_dot[t];
+    m_val += gv.dm_direct[t];
+    if (!carried) {
+      m_val = 0.0;
+      pass = false;
+    }
+  }
+  seg_f[tid] = f_sum;
+  seg_m[tid] = m_val;
+  seg_pass[tid] = pass;
+  __syncthreads();
+  if (tid == 0) {
+    const double state_dot = p.state_dot[bh];
+    double acc_f = state_dot, acc_m = (p.dm_final ? p.dm_final[bh] : 0.0) - state_dot;
+    for (int s = kGateThreads - 1; s >= 0; --s) {
+      in_f[s] = acc_f;
+      in_m[s] = acc_m;
+      acc_f += seg_f[s];
+      acc_m = seg_pass[s] ? acc_m + seg_m[s] : seg_m[s];
+    }
+    p.dm0[bh] = (float)acc_m;
+  }
+  __syncthreads();
+  double acc_f = in_f[tid], acc_m = in_m[tid];
+  for (int t = b - 1; t >= a; --t) {
+    float sig_neg;
+    const bool carried = gv.carried(t, sig_neg);
+    const float kdk = gv.k_dot[t];
+    acc_m += gv.dm_direct[t];
+    acc_f += (double)gv.q_dot[t] - (double)kdk;
+    double dlf = acc_f, di = kdk;
+    if (carried) {
+      dlf += acc_m;
+    } else {
+      di += acc_m;
+      acc_m = 0.0;
+    }
+    p.df[base + t] = (float)(dlf * sig_neg);
+    p.di[base + t] = (float)di;
+  }
+}
+
 // out[r] = sum_c a[r,c] b[r,c] in fp32, one warp per row.
 template <typename T>
 __global__ void row_dot_kernel(const T* __restrict__ a, const T* __restrict__ b, float* __restrict__ out, int rows,
@@ -85,6 +165,10 @@ void mlstm_row_dot(const void* a, const void* b, DType dtype, float* out, int ro
 }
 
 void mlstm_gate_backward(const GateBackwardParams& p, cudaStream_t stream) {
+  if (!p.sequential) {
+    gate_backward_parallel_kernel<<<p.BH, kGateThreads, 0, stream>>>(p);
+    return;
+  }
   constexpr int kPerBlock = 32;
   gate_backward_kernel<<<(p.BH + kPerBlock - 1) / kPerBlock, kPerBlock, 0, stream>>>(p);
 }

@@ -36,6 +36,10 @@ struct ChunkScanParams {
   int BH, S, S_pad, L, NC, Dk, Dv;
   bool reverse;
   bool tensor_cores;  // bf16 mma for 16-bit inputs (ignored for float32)
+  // mlstm_chunk_scan_mma only: store each chunk's state as two bf16 planes (hi, then
+  // lo = x - hi), [BH,NC,2,Dk,Dv] in the same bytes, for mlstm_forward_output_mma's
+  // asynchronous copies. final_mat stays float32.
+  bool split_states;
 };
 
 // Per-chunk outputs: h = (s_t q~C + sum_j exp(row_log_t + col_log_j) (q~.k_j) v_j) / den_t.
@@ -56,6 +60,7 @@ struct ForwardOutputParams {
   float eps;
   int BH, S, S_pad, L, NC, Dk, Dv;
   bool tensor_cores;  // L = 64 only
+  bool split_states;  // mlstm_forward_output_mma: states in the scan's split-bf16 layout (faster kernel)
 };
 
 // Per-chunk gradients with the stabilisers held constant (the m path is added by
@@ -102,13 +107,51 @@ struct GateBackwardParams {
   float* df;               // [BH,S]
   float* dm0;              // [BH] the m path's gradient reaching m_0
   int BH, S;
+  bool sequential;         // the one-thread-per-head kernel (the first version) instead of the block scan
 };
 
+// The per-position gate tables for chunk length L (float64 arithmetic): see
+// mlstm_gate_tables.cu. Outputs [BH,S_pad] (padding: zero weights), decay [BH,NC], m_final [BH].
+constexpr int kMaxTableChunks = 4096;
+struct GateTablesParams {
+  const float* i;   // [BH,S]
+  const float* f;   // [BH,S]
+  const float* m0;  // [BH] or null (0)
+  float *m_pos, *row_log, *col_log, *carry, *key_w;
+  float* decay;
+  float* m_final;
+  int BH, S, S_pad, L, NC;
+};
+
+// The backward's normaliser terms per position: den = max(|dn|, exp(-m)) + eps,
+// inv_den = 1/den, ddn = -sign(dn) gh/den where |dn| > exp(-m) (else 0), the reverse
+// scan's weights carry*inv_den and carry*ddn ([BH,S_pad], zero padding), and
+// dm_direct = -gh eps/den ([BH,S]).
+struct NormaliserTermsParams {
+  const float* dn;     // [BH,S]
+  const float* gh;     // [BH,S] dh.h
+  const float* m_pos;  // [BH,S_pad]
+  const float* carry;  // [BH,S_pad]
+  float *inv_den, *ddn, *row_w, *vec_w;  // [BH,S_pad]
+  float* dm_direct;                      // [BH,S]
+  float eps;
+  int BH, S, S_pad;
+};
+
+bool mlstm_gate_tables_supported(int L, int NC);
+void mlstm_gate_tables(const GateTablesParams& p, cudaStream_t stream);
+void mlstm_normaliser_terms(const NormaliserTermsParams& p, cudaStream_t stream);
 void mlstm_chunk_scan(const ChunkScanParams& p, cudaStream_t stream);
 void mlstm_forward_output(const ForwardOutputParams& p, cudaStream_t stream);
 void mlstm_backward_chunk(const BackwardChunkParams& p, cudaStream_t stream);
 void mlstm_gate_backward(const GateBackwardParams& p, cudaStream_t stream);
 // out[r] = sum_c a[r,c] b[r,c] (fp32 accumulation): dh.h per position for the normaliser.
+// Tensor-core versions for bf16 inputs (mlstm_mma_*.cu): chunk 64, head dims
+// multiples of 8 up to kMaxHeadDim (mlstm_mma_supported). Same parameters.
+bool mlstm_mma_supported(int Dk, int Dv);
+void mlstm_chunk_scan_mma(const ChunkScanParams& p, cudaStream_t stream);
+void mlstm_forward_output_mma(const ForwardOutputParams& p, cudaStream_t stream);
+void mlstm_backward_chunk_mma(const BackwardChunkParams& p, cudaStream_t stream);
 void mlstm_row_dot(const void* a, const void* b, DType dtype, float* out, int rows, int cols, cudaStream_t stream);
 
 // The last CUDA error as text ("" when none): the torch side turns it into xd::Error.

@@ -3,7 +3,7 @@
 // mLSTM forward and forward+backward, sliding window + sinks forward and
 // forward+backward, plus the machine's copy bandwidth and bf16 GEMM rate.
 // Prints one JSON object per line; tools/bench_kernels.py makes the table.
-//   xd_bench_kernels B H S D [reps]
+//   xd_bench_kernels B H S D [reps] [profile]   (profile: one mLSTM and one window forward+backward, for ncu)
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <torch/torch.h>
@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "xdistill/ops/mlstm.h"
@@ -66,6 +67,20 @@ int main(int argc, char** argv) {
     sets.push_back({at::randn({B, H, S, D}, bf16), at::randn({B, H, S, D}, bf16), at::randn({B, H, S, D}, bf16),
                     at::randn({B, H, S}, f32) - 1.0, at::randn({B, H, S}, f32) + 3.0, at::randn({B, H, S, D}, bf16)});
 
+  if (argc > 6 && std::string(argv[6]) == "profile") {  // one mLSTM forward+backward, for ncu
+    torch::AutoGradMode grad(true);
+    const auto& s = sets[0];
+    auto q = s.q.detach().requires_grad_(true), k = s.k.detach().requires_grad_(true),
+         v = s.v.detach().requires_grad_(true), i = s.i.detach().requires_grad_(true),
+         f = s.f.detach().requires_grad_(true);
+    auto [h, st] = xd::ops::mlstm(q, k, v, i, f, c10::nullopt, 64);
+    h.backward(s.g);
+    auto qw = s.q.detach().requires_grad_(true), kw = s.k.detach().requires_grad_(true),
+         vw = s.v.detach().requires_grad_(true);
+    xd::ops::window_attention(qw, kw, vw, 512, 4).backward(s.g);
+    cudaDeviceSynchronize();
+    return 0;
+  }
   {  // ceilings: device-to-device copy (bytes read + written) and a bf16 GEMM
     auto src = at::randn({int64_t(1) << 30}, bf16), dst = at::empty_like(src);
     const double ms = median_ms([&](int) { dst.copy_(src); }, reps);
@@ -74,10 +89,17 @@ int main(int argc, char** argv) {
     const double gms = median_ms([&](int) { at::mm(a, b); }, reps);
     std::printf("{\"op\": \"gemm_bf16\", \"TFLOPs\": %.1f}\n", 2.0 * 8192.0 * 8192.0 * 8192.0 / gms / 1e9);
   }
-  struct Variant { const char* name; int64_t L; const char* tensor_cores; };
-  for (const Variant& var : {Variant{"xd_mlstm_chunk64", 64, "0"}, Variant{"xd_mlstm_chunk128", 128, "0"},
-                             Variant{"xd_mlstm_chunk64_tensor_cores", 64, "1"}}) {
-    setenv("XD_MLSTM_TENSOR_CORES", var.tensor_cores, 1);
+  // The default (bf16 tensor-core kernels); with XD_BENCH_FMA=1 also the first version
+  // (fp32 FMA kernels) and the split-bf16-states forward.
+  struct Variant { const char* name; int64_t L; const char* kernels; };
+  const bool with_fma = std::getenv("XD_BENCH_FMA") && std::string(std::getenv("XD_BENCH_FMA")) == "1";
+  std::vector<Variant> variants{Variant{"xd_mlstm_tensor_cores", 64, ""}};
+  if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", 64, "fma"});
+  if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_split_states", 64, "split_states"});
+  for (const Variant& var : variants) {
+    const bool split_states = std::string(var.kernels) == "split_states";
+    setenv("XD_MLSTM_KERNELS", split_states ? "" : var.kernels, 1);
+    setenv("XD_MLSTM_FORWARD", split_states ? "split_states" : "", 1);
     const int64_t L = var.L;
     const double fwd = median_ms([&](int r) {
       const auto& s = sets[r % kSets];

@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # The kernel engineer's one device call: build the operator tests and the kernel
-# benchmark, run the parity tests (gpu label included), compute-sanitizer on a
-# small shape, then the benchmark table. Logs under $OUT.
-#   scripts/device/kernels_run.sh [--no-bench]
+# benchmark, run the GPU parity tests, compute-sanitizer memcheck on small shapes,
+# then the benchmark. Logs under $OUT.
+#   scripts/device/kernels_run.sh [--quick]
+#     always: the GPU operator tests, memcheck, per-kernel times (ncu, one mLSTM and
+#             one window forward+backward at B=8 H=32 S=4096 D=128)
+#     --quick: then the C++ benchmark only (tensor-core and FMA kernels, B=8 S=4096)
+#     default: then tools/bench_kernels.py (SDPA and FlexAttention anchors in the same
+#              run, B=8 S=4096 and B=2 S=16384)
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 OUT="${OUT:-$ROOT/out}"
-BENCH=1
-[[ "${1:-}" == "--no-bench" ]] && BENCH=0
-args=(--targets "test_ops_reference test_ops_cuda xd_bench_kernels" --ctest-args "-R Mlstm|Window -E MlstmCuda")
-san="build-device/tests/ops/test_ops_cuda --gtest_filter=MlstmCuda.StepMatchesOneCall:MlstmCuda.StatePassingEqualsOneCall:WindowCuda.CacheStepsEqualOneCall"
-args+=(--bench "compute-sanitizer --tool memcheck --error-exitcode 9 $san 2>&1 | tail -5")
-# racecheck (run 2026-11-28, 0 hazards): compute-sanitizer --tool racecheck $san
-args+=(--bench "build-device/tests/ops/test_ops_cuda --gtest_filter='MlstmCuda.*' 2>&1 | tee $OUT/mlstm_cuda.log | grep -E 'max rel|OK \\]|FAILED|relative' | head -60")
-prof="ncu --clock-control none --section SpeedOfLight -k 'regex:chunk_scan|forward_output|backward_chunk|gate_backward|row_dot' --launch-skip 8 --launch-count 7"
-args+=(--bench "$prof build-device/tests/ops/xd_bench_kernels 8 32 4096 128 1 > $OUT/ncu.log 2>&1; grep -E 'kernel|Duration' $OUT/ncu.log | head -30")
-((BENCH)) && args+=(--bench "python3 tools/bench_kernels.py --bin build-device/tests/ops/xd_bench_kernels 2>&1 | tee $OUT/bench_table.md")
+QUICK=0
+[[ "${1:-}" == "--quick" ]] && QUICK=1
+T=build-device/tests/ops/test_ops_cuda
+B=build-device/tests/ops/xd_bench_kernels
+# The CPU reference tests (test_ops_reference) run in CI, not here.
+args=(--no-tests --targets "test_ops_cuda xd_bench_kernels")
+args+=(--bench "$T --gtest_filter='MlstmCuda.*:WindowCuda.*' 2>&1 | tee $OUT/ops_cuda.log | grep -E 'max rel|OK \\]|FAILED|relative|Failure' | head -80")
+san="$T --gtest_filter=MlstmCuda.BFloat16Small:MlstmCuda.StepMatchesOneCall:MlstmCuda.StatePassingEqualsOneCall:WindowCuda.CacheStepsEqualOneCall:WindowCuda.BFloat16MatchesDenseOracle"
+args+=(--bench "compute-sanitizer --tool memcheck --error-exitcode 9 $san 2>&1 | tail -4")
+prof="ncu --clock-control none --metrics gpu__time_duration.sum --csv $B 8 32 4096 128 1 profile > $OUT/ncu.csv 2>&1"
+args+=(--bench "$prof; python3 tools/ncu_summary.py < $OUT/ncu.csv | head -30")
+if ((QUICK)); then
+  args+=(--bench "XD_BENCH_FMA=1 $B 8 32 4096 128 20")
+else
+  args+=(--bench "XD_BENCH_FMA=1 python3 tools/bench_kernels.py --bin $B 2>&1 | tee $OUT/bench_table.md")
+fi
 scripts/device/build_and_test.sh "${args[@]}"
-grep -E "^\[  FAILED|FAILED  \]|rel|Failure" "$OUT/ctest.log" | head -60
+exit 0

@@ -36,13 +36,35 @@ xk::DType kernel_dtype(const at::Tensor& t) {
 
 const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
-// XD_MLSTM_TENSOR_CORES=1 lets bf16/fp16 inputs take the split-bf16 tensor-core
-// products; measured slower than the fp32 FMA path for now (BENCHMARKS.md), so
-// off by default. float32 inputs always take fp32 FMA.
-bool tensor_cores_for(const at::Tensor& q) {
-  if (q.scalar_type() == at::kFloat) return false;
-  const char* env = std::getenv("XD_MLSTM_TENSOR_CORES");
-  return env && std::string(env) == "1";
+// Which kernels run. bf16 inputs with head dims that are multiples of 8 take the
+// tensor-core kernels (mlstm_mma_*.cu) by default; XD_MLSTM_KERNELS=fma selects the
+// fp32 FMA kernels (the first version, kept for comparison), =split the opt-in
+// split-bf16 variant of those. float32 and float16 inputs always take fp32 FMA.
+enum class Path { Fma, Split, Mma };
+
+Path path_for(const at::Tensor& q, const at::Tensor& v) {
+  const char* env = std::getenv("XD_MLSTM_KERNELS");
+  const std::string choice = env ? env : "";
+  if (q.scalar_type() == at::kFloat || choice == "fma") return Path::Fma;
+  if (choice == "split") return Path::Split;
+  if (q.scalar_type() == at::kBFloat16 && xk::mlstm_mma_supported(static_cast<int>(q.size(3)), static_cast<int>(v.size(3))))
+    return Path::Mma;
+  return Path::Fma;
+}
+
+// XD_MLSTM_FORWARD=split_states: the scan writes the chunk states as split-bf16
+// planes and an 8-warp forward copies them asynchronously. Its forward kernel is
+// faster (0.99 against 1.22 ms at B=8 S=4096) but the scan's 4-byte plane stores
+// cost more than that (measured, BENCHMARKS.md), so the default reads float32 states.
+bool split_forward_states() {
+  const char* env = std::getenv("XD_MLSTM_FORWARD");
+  return env && std::string(env) == "split_states";
+}
+
+// XD_MLSTM_GATE=sequential selects the one-thread-per-head gate kernel.
+bool sequential_gates() {
+  const char* env = std::getenv("XD_MLSTM_GATE");
+  return env && std::string(env) == "sequential";
 }
 
 // Per-position and per-chunk tables for chunk length L (spec: chunkwise form).
@@ -55,7 +77,47 @@ struct GateTables {
   at::Tensor m_final;                                 // [BH]
 };
 
+// XD_MLSTM_TABLES=aten selects the ATen construction below instead of the kernel.
+bool aten_tables() {
+  const char* env = std::getenv("XD_MLSTM_TABLES");
+  return env && std::string(env) == "aten";
+}
+
+GateTables gate_tables_aten(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L);
+
 GateTables gate_tables(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L) {
+  const int64_t BH = i.size(0), S = i.size(1), NC = (S + L - 1) / L, S_pad = NC * L;
+  if (aten_tables() || !xk::mlstm_gate_tables_supported(static_cast<int>(L), static_cast<int>(NC)))
+    return gate_tables_aten(i, f, m0, L);
+  const auto o = i.options().dtype(at::kFloat);
+  GateTables t;
+  t.NC = NC;
+  t.S_pad = S_pad;
+  for (auto* x : {&t.m_pos, &t.row_log, &t.col_log, &t.carry, &t.key_w}) *x = at::empty({BH, S_pad}, o);
+  t.decay = at::empty({BH, NC}, o);
+  t.m_final = at::empty({BH}, o);
+  xk::GateTablesParams p{};
+  p.i = i.data_ptr<float>();
+  p.f = f.data_ptr<float>();
+  p.m0 = m0.defined() ? m0.data_ptr<float>() : nullptr;
+  p.m_pos = t.m_pos.data_ptr<float>();
+  p.row_log = t.row_log.data_ptr<float>();
+  p.col_log = t.col_log.data_ptr<float>();
+  p.carry = t.carry.data_ptr<float>();
+  p.key_w = t.key_w.data_ptr<float>();
+  p.decay = t.decay.data_ptr<float>();
+  p.m_final = t.m_final.data_ptr<float>();
+  p.BH = static_cast<int>(BH);
+  p.S = static_cast<int>(S);
+  p.S_pad = static_cast<int>(S_pad);
+  p.L = static_cast<int>(L);
+  p.NC = static_cast<int>(NC);
+  xk::mlstm_gate_tables(p, at::cuda::getCurrentCUDAStream());
+  check_launch("gate_tables");
+  return t;
+}
+
+GateTables gate_tables_aten(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L) {
   const int64_t BH = i.size(0), S = i.size(1), NC = (S + L - 1) / L, S_pad = NC * L;
   const auto d = i.options().dtype(at::kDouble);
   const double inf = std::numeric_limits<double>::infinity();
@@ -98,8 +160,8 @@ struct Dims {
 // The chunk scan over k (forward) or q (reverse): see kernels/mlstm_params.h.
 void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, float row_scale, const at::Tensor& row_w,
               const at::Tensor& vec_w, const GateTables& t, int64_t L, const at::Tensor& init_mat,
-              const at::Tensor& init_vec, bool reverse, at::Tensor& states, at::Tensor& vecs, at::Tensor& final_mat,
-              at::Tensor& final_vec) {
+              const at::Tensor& init_vec, bool reverse, Path path, at::Tensor& states, at::Tensor& vecs,
+              at::Tensor& final_mat, at::Tensor& final_vec, bool split_states = false) {
   const auto o = rows.options().dtype(at::kFloat);
   states = at::empty({dm.BH(), t.NC, dm.Dk, dm.Dv}, o);
   vecs = at::empty({dm.BH(), t.NC, dm.Dk}, o);
@@ -127,8 +189,10 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
   p.Dk = static_cast<int>(dm.Dk);
   p.Dv = static_cast<int>(dm.Dv);
   p.reverse = reverse;
-  p.tensor_cores = tensor_cores_for(rows);
-  xk::mlstm_chunk_scan(p, at::cuda::getCurrentCUDAStream());
+  p.tensor_cores = path == Path::Split;
+  p.split_states = split_states && path == Path::Mma;
+  if (path == Path::Mma) xk::mlstm_chunk_scan_mma(p, at::cuda::getCurrentCUDAStream());
+  else xk::mlstm_chunk_scan(p, at::cuda::getCurrentCUDAStream());
   check_launch("chunk_scan");
 }
 
@@ -146,9 +210,13 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     const auto gi = i.to(at::kFloat).reshape({BH, dm.S}).contiguous();
     const auto gf = f.to(at::kFloat).reshape({BH, dm.S}).contiguous();
     const auto m0f = flat_f32(m0, BH);
+    const Path path = path_for(q, v);
+    if (path == Path::Mma) L = 64;  // the tensor-core kernels' chunk (same function, any chunk)
     const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L);
     at::Tensor states, vecs, C, n;
-    run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, states, vecs, C, n);
+    const bool split = path == Path::Mma && split_forward_states();
+    run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, path, states, vecs, C,
+             n, split);
     auto h = at::empty({dm.B, dm.H, dm.S, dm.Dv}, v.options());
     auto dn = at::empty({BH, dm.S}, q.options().dtype(at::kFloat));
     xk::ForwardOutputParams p{};
@@ -173,8 +241,10 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     p.NC = static_cast<int>(t.NC);
     p.Dk = static_cast<int>(dm.Dk);
     p.Dv = static_cast<int>(dm.Dv);
-    p.tensor_cores = tensor_cores_for(q);
-    xk::mlstm_forward_output(p, at::cuda::getCurrentCUDAStream());
+    p.tensor_cores = path == Path::Split;
+    p.split_states = split;
+    if (path == Path::Mma) xk::mlstm_forward_output_mma(p, at::cuda::getCurrentCUDAStream());
+    else xk::mlstm_forward_output(p, at::cuda::getCurrentCUDAStream());
     check_launch("forward_output");
     ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, h, dn});
     return {h, C.view({dm.B, dm.H, dm.Dk, dm.Dv}), n.view({dm.B, dm.H, dm.Dk}), t.m_final.view({dm.B, dm.H})};
@@ -200,8 +270,10 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L);
 
   // Recompute the chunk states (cheaper in memory than keeping them).
+  const Path path = path_for(q, v);
   at::Tensor states, vecs, C_S, n_S;
-  run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, states, vecs, C_S, n_S);
+  run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, path, states, vecs, C_S,
+           n_S);
 
   // Normaliser: h = num/den, den = max(|dn|, exp(-m)) + eps.
   const auto m_pos = t.m_pos.narrow(1, 0, dm.S);
@@ -210,21 +282,31 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   xk::mlstm_row_dot(dh.data_ptr(), hc.data_ptr(), kernel_dtype(h), gh.data_ptr<float>(), BH * static_cast<int>(dm.S),
                     static_cast<int>(dm.Dv), at::cuda::getCurrentCUDAStream());
   check_launch("row_dot");
-  const auto floor_ = at::exp(-m_pos);
-  const auto den = at::maximum(dn.abs(), floor_) + kMlstmEps;
-  auto padded = [&](const at::Tensor& x) {
-    auto out = at::zeros({BH, t.S_pad}, fo);
-    out.narrow(1, 0, dm.S).copy_(x);
-    return out;
-  };
-  const auto inv_den = padded(1.0 / den);
-  const auto ddn = padded(at::where(dn.abs() > floor_, -gh / den * dn.sign(), at::zeros_like(gh)));
-  const auto dm_direct = (-gh * kMlstmEps / den).contiguous();
+  auto inv_den = at::empty({BH, t.S_pad}, fo), ddn = at::empty_like(inv_den), row_w = at::empty_like(inv_den),
+       vec_w = at::empty_like(inv_den), dm_direct = at::empty({BH, dm.S}, fo);
+  {
+    const auto dnc = dn.contiguous();
+    xk::NormaliserTermsParams np{};
+    np.dn = dnc.data_ptr<float>();
+    np.gh = gh.data_ptr<float>();
+    np.m_pos = t.m_pos.data_ptr<float>();
+    np.carry = t.carry.data_ptr<float>();
+    np.inv_den = inv_den.data_ptr<float>();
+    np.ddn = ddn.data_ptr<float>();
+    np.row_w = row_w.data_ptr<float>();
+    np.vec_w = vec_w.data_ptr<float>();
+    np.dm_direct = dm_direct.data_ptr<float>();
+    np.eps = static_cast<float>(kMlstmEps);
+    np.BH = BH;
+    np.S = static_cast<int>(dm.S);
+    np.S_pad = static_cast<int>(t.S_pad);
+    xk::mlstm_normaliser_terms(np, at::cuda::getCurrentCUDAStream());
+    check_launch("normaliser_terms");
+  }
 
   at::Tensor dstates, dvecs, dC0, dn0;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dm.Dk)));
-  run_scan(dm, q, dh, scale, (t.carry * inv_den).contiguous(), (t.carry * ddn).contiguous(), t, L, dC_fin, dn_fin, true,
-           dstates, dvecs, dC0, dn0);
+  run_scan(dm, q, dh, scale, row_w, vec_w, t, L, dC_fin, dn_fin, true, path, dstates, dvecs, dC0, dn0);
 
   auto dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   auto q_dot = at::empty({BH, dm.S}, fo), k_dot = at::empty({BH, dm.S}, fo);
@@ -257,8 +339,9 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   p.NC = static_cast<int>(t.NC);
   p.Dk = static_cast<int>(dm.Dk);
   p.Dv = static_cast<int>(dm.Dv);
-  p.tensor_cores = tensor_cores_for(q);
-  xk::mlstm_backward_chunk(p, at::cuda::getCurrentCUDAStream());
+  p.tensor_cores = path == Path::Split;
+  if (path == Path::Mma) xk::mlstm_backward_chunk_mma(p, at::cuda::getCurrentCUDAStream());
+  else xk::mlstm_backward_chunk(p, at::cuda::getCurrentCUDAStream());
   check_launch("backward_chunk");
 
   const auto state_dot = ((C_S.reshape({BH, -1}) * dC_fin).sum(-1) + (n_S * dn_fin).sum(-1)).contiguous();
@@ -280,6 +363,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   g.dm0 = dm0_chain.data_ptr<float>();
   g.BH = BH;
   g.S = static_cast<int>(dm.S);
+  g.sequential = sequential_gates();
   xk::mlstm_gate_backward(g, at::cuda::getCurrentCUDAStream());
   check_launch("gate_backward");
 

@@ -9,6 +9,7 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <iostream>
 
 #include "ops_test_util.h"
@@ -124,6 +125,58 @@ TEST(MlstmCuda, Float32MatchesFloat64Oracle) {
 TEST(MlstmCuda, BFloat16MatchesFloat64Oracle) {
   XD_REQUIRE_CUDA();
   for (size_t n = 0; n < kCases.size(); ++n) check_case(kCases[n], at::kBFloat16, 1e-2, 200 + n);
+}
+
+// Small bf16 cases (tensor-core kernels) for compute-sanitizer runs.
+TEST(MlstmCuda, BFloat16Small) {
+  XD_REQUIRE_CUDA();
+  check_case(kCases[0], at::kBFloat16, 1e-2, 600);
+  check_case(kCases[3], at::kBFloat16, 1e-2, 601);
+}
+
+// The tensor-core forward that reads split-bf16 chunk states (XD_MLSTM_FORWARD=split_states).
+TEST(MlstmCuda, BFloat16SplitStatesForwardMatchesFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  setenv("XD_MLSTM_FORWARD", "split_states", 1);
+  for (size_t n = 0; n < 3; ++n) check_case(kCases[n], at::kBFloat16, 1e-2, 800 + n);
+  unsetenv("XD_MLSTM_FORWARD");
+}
+
+// The fp32 FMA kernels for bf16 inputs (XD_MLSTM_KERNELS=fma), kept selectable
+// next to the default tensor-core kernels.
+TEST(MlstmCuda, BFloat16FmaKernelsMatchFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  setenv("XD_MLSTM_KERNELS", "fma", 1);
+  for (size_t n = 0; n < 3; ++n) check_case(kCases[n], at::kBFloat16, 1e-2, 400 + n);
+  unsetenv("XD_MLSTM_KERNELS");
+}
+
+// The first, sequential gate kernel against the oracle (the default is the block scan).
+TEST(MlstmCuda, SequentialGateKernelMatchesFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  setenv("XD_MLSTM_GATE", "sequential", 1);
+  check_case(kCases[0], at::kFloat, 1e-5, 500);
+  unsetenv("XD_MLSTM_GATE");
+}
+
+// The gate tables built with ATen (the fallback for more than kMaxTableChunks chunks)
+// give the same outputs and gradients as the table kernel (float32, same inputs), and
+// pass the bf16 oracle check.
+TEST(MlstmCuda, AtenGateTablesMatchTableKernel) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(700);
+  const auto in = to(test::random_mlstm(2, 3, 200, 64, 48, true, at::TensorOptions().dtype(at::kDouble)), at::kFloat,
+                     at::kCUDA);
+  test::MlstmFn op = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+  const auto kernel = test::run_with_grads(op, in, 701);
+  setenv("XD_MLSTM_TABLES", "aten", 1);
+  const auto aten = test::run_with_grads(op, in, 701);
+  check_case(kCases[4], at::kBFloat16, 1e-2, 702);
+  unsetenv("XD_MLSTM_TABLES");
+  for (size_t j = 0; j < kernel.outputs.size(); ++j)
+    XD_EXPECT_CLOSE(aten.outputs[j], kernel.outputs[j], 1e-6, std::string("ATen tables ") + test::mlstm_output_name(j));
+  for (size_t j = 0; j < kernel.grads.size(); ++j)
+    XD_EXPECT_CLOSE(aten.grads[j], kernel.grads[j], 1e-6, std::string("ATen tables ") + test::mlstm_grad_name(j));
 }
 
 TEST(MlstmCuda, Float16MatchesFloat64Oracle) {

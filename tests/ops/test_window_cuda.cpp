@@ -6,6 +6,8 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
+
 #include "ops_test_util.h"
 #include "xdistill/ops/window_attention.h"
 
@@ -42,6 +44,16 @@ TEST(WindowCuda, BFloat16MatchesDenseOracle) {
   for (int64_t S : {1, 16, 17, 20, 21, 239}) check(2, 3, S, 64, 16, 4, at::kBFloat16, 1e-2);
   check(1, 2, 300, 64, 16, 0, at::kBFloat16, 1e-2);
   check(1, 2, 300, 64, 32, 4, at::kHalf, 1e-2);
+}
+
+// The sink merge done with ATen operations (XD_WINDOW_SINKS=aten) instead of the fused kernels.
+TEST(WindowCuda, AtenSinkMergeMatchesDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(4);
+  setenv("XD_WINDOW_SINKS", "aten", 1);
+  for (int64_t S : {513, 1100}) check(1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2);
+  check(2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2);
+  unsetenv("XD_WINDOW_SINKS");
 }
 
 TEST(WindowCuda, Float32MatchesDenseOracle) {

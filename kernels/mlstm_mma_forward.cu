@@ -1,0 +1,348 @@
+// Per-chunk outputs on tensor cores, for bf16 inputs and chunk 64 (same
+// contract as mlstm_forward_output.cu: ForwardOutputParams). One block per
+// (chunk, head), 4 warps, warp w owns query rows 16w..16w+15:
+//   S = q k^T (exact bf16 operands), P = scale S o exp(row_log_t + col_log_j), causal;
+//   h = s_t q C_prev (C split hi + lo) + P V (P split hi + lo), all fp32 accumulators;
+//   den = max(|s_t scale q.n + sum_j P_tj|, exp(-m_t)) + eps.
+// q and k, then v in k's place, and C (hi, lo) are staged in shared memory
+// (104 KB: two blocks per multiprocessor).
+#include "mlstm_mma.cuh"
+#include "mlstm_params.h"
+
+namespace xd::kernels {
+namespace {
+
+using mma::bf16;
+constexpr int kThreadsFwd = 128;
+constexpr int kL = 64;
+constexpr int kLd = kMaxHeadDim + 8;
+
+struct ForwardSmem {
+  bf16 q[kL * kLd];
+  bf16 kv[kL * kLd];
+  bf16 c_hi[kMaxHeadDim * kLd];
+  bf16 c_lo[kMaxHeadDim * kLd];
+  float n[kMaxHeadDim];
+  float row_log[kL], carry[kL], floor_[kL], col_log[kL];
+};
+
+__global__ void __launch_bounds__(kThreadsFwd, 2) mma_forward_kernel(ForwardOutputParams p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  ForwardSmem& sm = *reinterpret_cast<ForwardSmem*>(smem_raw);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
+  const int chunk = blockIdx.x, bh = blockIdx.y, c0 = chunk * kL;
+  const size_t pos = (size_t)bh * p.S_pad + c0;
+  const bf16* q = static_cast<const bf16*>(p.q) + (size_t)bh * p.S * p.Dk;
+  const bf16* k = static_cast<const bf16*>(p.k) + (size_t)bh * p.S * p.Dk;
+  const bf16* v = static_cast<const bf16*>(p.v) + (size_t)bh * p.S * p.Dv;
+  const int kd = (p.Dk + 15) / 16, nv = (p.Dv + 7) / 8;  // k-steps over Dk, 8-column tiles of Dv
+
+  mma::tile_async<kMaxHeadDim, kThreadsFwd>(sm.q, kLd, q, c0, kL, p.S, p.Dk);
+  mma::tile_async<kMaxHeadDim, kThreadsFwd>(sm.kv, kLd, k, c0, kL, p.S, p.Dk);
+  mma::cp_async_commit();
+  // C's loads fly while the scores are computed.
+  mma::MatrixPrefetch<kMaxHeadDim, kThreadsFwd> state;
+  state.load(p.states + ((size_t)bh * p.NC + chunk) * p.Dk * p.Dv, p.Dk, p.Dv);
+  if (tid < kMaxHeadDim) sm.n[tid] = tid < p.Dk ? p.state_vecs[((size_t)bh * p.NC + chunk) * p.Dk + tid] : 0.f;
+  if (tid < kL) {
+    sm.row_log[tid] = p.row_log[pos + tid];
+    sm.carry[tid] = p.carry_w[pos + tid];
+    sm.floor_[tid] = expf(-p.m_pos[pos + tid]);
+    sm.col_log[tid] = p.col_log[pos + tid];
+  }
+  mma::cp_async_wait<0>();
+  __syncthreads();
+
+  const int r0 = warp * 16;
+  const int ra = r0 + g, rb = r0 + g + 8;  // this lane's two rows
+  // P = scale (q k^T) o exp(row_log + col_log), causal; only key tiles j <= r0 + 15.
+  float s[8][4];
+#pragma unroll
+  for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  for (int kk = 0; kk < kd; ++kk) {
+    uint32_t a[4];
+    mma::load_a(a, sm.q, kLd, r0, 16 * kk);
+#pragma unroll
+    for (int n = 0; n < 8; n += 2) {
+      if (8 * n > r0 + 15) break;
+      uint32_t b[4];
+      mma::load_b_nk(b, sm.kv, kLd, 8 * n, 16 * kk);
+      mma::mma_bf16(s[n], a, b[0], b[1]);
+      mma::mma_bf16(s[n + 1], a, b[2], b[3]);
+    }
+  }
+  float psum_a = 0.f, psum_b = 0.f;
+  {
+    const float la = sm.row_log[ra], lb = sm.row_log[rb];
+#pragma unroll
+    for (int n = 0; n < 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = 8 * n + 2 * tq + (e % 2);
+        const int row = e < 2 ? ra : rb;
+        const float x = j <= row ? s[n][e] * p.scale * expf((e < 2 ? la : lb) + sm.col_log[j]) : 0.f;
+        s[n][e] = x;
+        if (e < 2) psum_a += x; else psum_b += x;
+      }
+  }
+  state.store_split(sm.c_hi, sm.c_lo, kLd);
+  __syncthreads();
+  // h = s_t q C_prev (q exact, C hi + lo).
+  float h[16][4];
+#pragma unroll
+  for (int n = 0; n < 16; ++n) h[n][0] = h[n][1] = h[n][2] = h[n][3] = 0.f;
+  for (int kk = 0; kk < kd; ++kk) {
+    uint32_t a[4];
+    mma::load_a(a, sm.q, kLd, r0, 16 * kk);
+#pragma unroll
+    for (int n = 0; n < 16; n += 2) {
+      if (n >= nv) break;
+      uint32_t bh_[4], bl[4];
+      mma::load_b_kn(bh_, sm.c_hi, kLd, 8 * n, 16 * kk);
+      mma::load_b_kn(bl, sm.c_lo, kLd, 8 * n, 16 * kk);
+      mma::mma_bf16(h[n], a, bl[0], bl[1]);
+      mma::mma_bf16(h[n], a, bh_[0], bh_[1]);
+      mma::mma_bf16(h[n + 1], a, bl[2], bl[3]);
+      mma::mma_bf16(h[n + 1], a, bh_[2], bh_[3]);
+    }
+  }
+  // q.n for rows ra, rb: the quad's 4 lanes split d.
+  float qn_a = 0.f, qn_b = 0.f;
+  for (int d = tq; d < p.Dk; d += 4) {
+    qn_a = fmaf(__bfloat162float(sm.q[ra * kLd + d]), sm.n[d], qn_a);
+    qn_b = fmaf(__bfloat162float(sm.q[rb * kLd + d]), sm.n[d], qn_b);
+  }
+#pragma unroll
+  for (int off = 1; off < 4; off <<= 1) {
+    psum_a += __shfl_xor_sync(0xffffffffu, psum_a, off);
+    psum_b += __shfl_xor_sync(0xffffffffu, psum_b, off);
+    qn_a += __shfl_xor_sync(0xffffffffu, qn_a, off);
+    qn_b += __shfl_xor_sync(0xffffffffu, qn_b, off);
+  }
+  const float sa = sm.carry[ra], sb = sm.carry[rb];
+  const float dn_a = psum_a + sa * p.scale * qn_a, dn_b = psum_b + sb * p.scale * qn_b;
+#pragma unroll
+  for (int n = 0; n < 16; ++n) {
+    h[n][0] *= sa * p.scale;
+    h[n][1] *= sa * p.scale;
+    h[n][2] *= sb * p.scale;
+    h[n][3] *= sb * p.scale;
+  }
+
+  __syncthreads();  // every warp is done with k
+  mma::tile_async<kMaxHeadDim, kThreadsFwd>(sm.kv, kLd, v, c0, kL, p.S, p.Dv);
+  mma::cp_async_commit();
+  mma::cp_async_wait<0>();
+  __syncthreads();
+
+  // h += P V (P hi + lo); key tiles past the warp's last row are zero.
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if (16 * kk > r0) break;
+    uint32_t ahi[4], alo[4];
+    mma::acc_to_a_split(s[2 * kk], s[2 * kk + 1], ahi, alo);
+#pragma unroll
+    for (int n = 0; n < 16; n += 2) {
+      if (n >= nv) break;
+      uint32_t b[4];
+      mma::load_b_kn(b, sm.kv, kLd, 8 * n, 16 * kk);
+      mma::mma_bf16(h[n], alo, b[0], b[1]);
+      mma::mma_bf16(h[n], ahi, b[0], b[1]);
+      mma::mma_bf16(h[n + 1], alo, b[2], b[3]);
+      mma::mma_bf16(h[n + 1], ahi, b[2], b[3]);
+    }
+  }
+
+  // Normalise, stage the warp's 16 rows in its own rows of the q tile, store 16 bytes a lane.
+  const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
+  const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
+  __syncwarp();
+#pragma unroll
+  for (int n = 0; n < 16; ++n) {
+    if (n >= nv) break;
+    const int col = 8 * n + 2 * tq;
+    *reinterpret_cast<uint32_t*>(sm.q + ra * kLd + col) = mma::pack(h[n][0] * inv_a, h[n][1] * inv_a);
+    *reinterpret_cast<uint32_t*>(sm.q + rb * kLd + col) = mma::pack(h[n][2] * inv_b, h[n][3] * inv_b);
+  }
+  __syncwarp();
+  bf16* out = static_cast<bf16*>(p.h) + (size_t)bh * p.S * p.Dv;
+  const int vecs = p.Dv / 8;
+  for (int idx = lane; idx < 16 * vecs; idx += 32) {
+    const int r = r0 + idx / vecs, c = (idx % vecs) * 8;
+    if (c0 + r < p.S)
+      *reinterpret_cast<uint4*>(out + (size_t)(c0 + r) * p.Dv + c) = *reinterpret_cast<const uint4*>(sm.q + r * kLd + c);
+  }
+  if (tq == 0) {
+    if (c0 + ra < p.S) p.dn[(size_t)bh * p.S + c0 + ra] = dn_a;
+    if (c0 + rb < p.S) p.dn[(size_t)bh * p.S + c0 + rb] = dn_b;
+  }
+}
+
+// The same with 8 warps: warps w and w + 4 share query rows 16(w % 4).. (both form
+// the scores) and split the value columns in halves; C arrives as the scan's
+// split-bf16 planes through cp.async, so no registers hold it in flight.
+constexpr int kThreadsFwd2 = 256;
+
+__global__ void __launch_bounds__(kThreadsFwd2, 2) mma_forward_split_kernel(ForwardOutputParams p) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  ForwardSmem& sm = *reinterpret_cast<ForwardSmem*>(smem_raw);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
+  const int chunk = blockIdx.x, bh = blockIdx.y, c0 = chunk * kL;
+  const size_t pos = (size_t)bh * p.S_pad + c0;
+  const bf16* q = static_cast<const bf16*>(p.q) + (size_t)bh * p.S * p.Dk;
+  const bf16* k = static_cast<const bf16*>(p.k) + (size_t)bh * p.S * p.Dk;
+  const bf16* v = static_cast<const bf16*>(p.v) + (size_t)bh * p.S * p.Dv;
+  const size_t mat = (size_t)p.Dk * p.Dv;
+  const bf16* c_hi = reinterpret_cast<const bf16*>(p.states) + ((size_t)bh * p.NC + chunk) * 2 * mat;
+  const int kd = (p.Dk + 15) / 16;
+
+  mma::tile_async<kMaxHeadDim, kThreadsFwd2>(sm.q, kLd, q, c0, kL, p.S, p.Dk);
+  mma::tile_async<kMaxHeadDim, kThreadsFwd2>(sm.kv, kLd, k, c0, kL, p.S, p.Dk);
+  mma::cp_async_commit();
+  mma::tile_async<kMaxHeadDim, kThreadsFwd2>(sm.c_hi, kLd, c_hi, 0, kMaxHeadDim, p.Dk, p.Dv);
+  mma::tile_async<kMaxHeadDim, kThreadsFwd2>(sm.c_lo, kLd, c_hi + mat, 0, kMaxHeadDim, p.Dk, p.Dv);
+  mma::cp_async_commit();
+  if (tid < kMaxHeadDim) sm.n[tid] = tid < p.Dk ? p.state_vecs[((size_t)bh * p.NC + chunk) * p.Dk + tid] : 0.f;
+  if (tid < kL) {
+    sm.row_log[tid] = p.row_log[pos + tid];
+    sm.carry[tid] = p.carry_w[pos + tid];
+    sm.floor_[tid] = expf(-p.m_pos[pos + tid]);
+    sm.col_log[tid] = p.col_log[pos + tid];
+  }
+  mma::cp_async_wait<1>();
+  __syncthreads();
+
+  const int r0 = (warp % 4) * 16, half = warp / 4, e0 = 64 * half;
+  const int ra = r0 + g, rb = r0 + g + 8;
+  float s[8][4];
+#pragma unroll
+  for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  for (int kk = 0; kk < kd; ++kk) {
+    uint32_t a[4];
+    mma::load_a(a, sm.q, kLd, r0, 16 * kk);
+#pragma unroll
+    for (int n = 0; n < 8; n += 2) {
+      if (8 * n > r0 + 15) break;
+      uint32_t b[4];
+      mma::load_b_nk(b, sm.kv, kLd, 8 * n, 16 * kk);
+      mma::mma_bf16(s[n], a, b[0], b[1]);
+      mma::mma_bf16(s[n + 1], a, b[2], b[3]);
+    }
+  }
+  float psum_a = 0.f, psum_b = 0.f;
+  {
+    const float la = sm.row_log[ra], lb = sm.row_log[rb];
+#pragma unroll
+    for (int n = 0; n < 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = 8 * n + 2 * tq + (e % 2);
+        const int row = e < 2 ? ra : rb;
+        const float x = j <= row ? s[n][e] * p.scale * expf((e < 2 ? la : lb) + sm.col_log[j]) : 0.f;
+        s[n][e] = x;
+        if (e < 2) psum_a += x; else psum_b += x;
+      }
+  }
+  mma::cp_async_wait<0>();
+  __syncthreads();  // C's planes are in
+  float h[8][4];
+#pragma unroll
+  for (int n = 0; n < 8; ++n) h[n][0] = h[n][1] = h[n][2] = h[n][3] = 0.f;
+  for (int kk = 0; kk < kd; ++kk) {
+    uint32_t a[4];
+    mma::load_a(a, sm.q, kLd, r0, 16 * kk);
+#pragma unroll
+    for (int n = 0; n < 8; n += 2) {
+      if (e0 + 8 * n >= p.Dv) break;
+      uint32_t bh_[4], bl[4];
+      mma::load_b_kn(bh_, sm.c_hi, kLd, e0 + 8 * n, 16 * kk);
+      mma::load_b_kn(bl, sm.c_lo, kLd, e0 + 8 * n, 16 * kk);
+      mma::mma_bf16(h[n], a, bl[0], bl[1]);
+      mma::mma_bf16(h[n], a, bh_[0], bh_[1]);
+      mma::mma_bf16(h[n + 1], a, bl[2], bl[3]);
+      mma::mma_bf16(h[n + 1], a, bh_[2], bh_[3]);
+    }
+  }
+  float qn_a = 0.f, qn_b = 0.f;
+  for (int d = tq; d < p.Dk; d += 4) {
+    qn_a = fmaf(__bfloat162float(sm.q[ra * kLd + d]), sm.n[d], qn_a);
+    qn_b = fmaf(__bfloat162float(sm.q[rb * kLd + d]), sm.n[d], qn_b);
+  }
+#pragma unroll
+  for (int off = 1; off < 4; off <<= 1) {
+    psum_a += __shfl_xor_sync(0xffffffffu, psum_a, off);
+    psum_b += __shfl_xor_sync(0xffffffffu, psum_b, off);
+    qn_a += __shfl_xor_sync(0xffffffffu, qn_a, off);
+    qn_b += __shfl_xor_sync(0xffffffffu, qn_b, off);
+  }
+  const float sa = sm.carry[ra], sb = sm.carry[rb];
+  const float dn_a = psum_a + sa * p.scale * qn_a, dn_b = psum_b + sb * p.scale * qn_b;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    h[n][0] *= sa * p.scale;
+    h[n][1] *= sa * p.scale;
+    h[n][2] *= sb * p.scale;
+    h[n][3] *= sb * p.scale;
+  }
+
+  __syncthreads();  // every warp is done with k (and with q)
+  mma::tile_async<kMaxHeadDim, kThreadsFwd2>(sm.kv, kLd, v, c0, kL, p.S, p.Dv);
+  mma::cp_async_commit();
+  mma::cp_async_wait<0>();
+  __syncthreads();
+
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if (16 * kk > r0) break;
+    uint32_t ahi[4], alo[4];
+    mma::acc_to_a_split(s[2 * kk], s[2 * kk + 1], ahi, alo);
+#pragma unroll
+    for (int n = 0; n < 8; n += 2) {
+      if (e0 + 8 * n >= p.Dv) break;
+      uint32_t b[4];
+      mma::load_b_kn(b, sm.kv, kLd, e0 + 8 * n, 16 * kk);
+      mma::mma_bf16(h[n], alo, b[0], b[1]);
+      mma::mma_bf16(h[n], ahi, b[0], b[1]);
+      mma::mma_bf16(h[n + 1], alo, b[2], b[3]);
+      mma::mma_bf16(h[n + 1], ahi, b[2], b[3]);
+    }
+  }
+
+  // Normalise, stage this warp's 16 rows x 64 columns in the (free) q tile, store 16 bytes a lane.
+  const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
+  const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    const int col = e0 + 8 * n + 2 * tq;
+    if (col >= p.Dv) break;
+    *reinterpret_cast<uint32_t*>(sm.q + ra * kLd + col) = mma::pack(h[n][0] * inv_a, h[n][1] * inv_a);
+    *reinterpret_cast<uint32_t*>(sm.q + rb * kLd + col) = mma::pack(h[n][2] * inv_b, h[n][3] * inv_b);
+  }
+  __syncwarp();
+  bf16* out = static_cast<bf16*>(p.h) + (size_t)bh * p.S * p.Dv;
+  const int vecs = max(0, min(64, p.Dv - e0)) / 8;
+  for (int idx = lane; idx < 16 * vecs; idx += 32) {
+    const int r = r0 + idx / vecs, c = e0 + (idx % vecs) * 8;
+    if (c0 + r < p.S)
+      *reinterpret_cast<uint4*>(out + (size_t)(c0 + r) * p.Dv + c) = *reinterpret_cast<const uint4*>(sm.q + r * kLd + c);
+  }
+  if (tq == 0 && half == 0) {
+    if (c0 + ra < p.S) p.dn[(size_t)bh * p.S + c0 + ra] = dn_a;
+    if (c0 + rb < p.S) p.dn[(size_t)bh * p.S + c0 + rb] = dn_b;
+  }
+}
+
+}  // namespace
+
+void mlstm_forward_output_mma(const ForwardOutputParams& p, cudaStream_t stream) {
+  const size_t smem = sizeof(ForwardSmem);
+  if (p.split_states) {
+    cudaFuncSetAttribute(mma_forward_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    mma_forward_split_kernel<<<dim3(p.NC, p.BH), kThreadsFwd2, smem, stream>>>(p);
+    return;
+  }
+  cudaFuncSetAttribute(mma_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  mma_forward_kernel<<<dim3(p.NC, p.BH), kThreadsFwd, smem, stream>>>(p);
+}
+
+}  // namespace xd::kernels

@@ -128,6 +128,28 @@ void ShardedAdamW::load_shard(const stdfs::path& checkpoint_dir) {
   step_ = old.front().step;
 }
 
+void ShardedAdamW::load_full_state(const FullStateFetch& fetch, int64_t step) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::vector<ShardPiece>> pieces_of(params_.size());
+  for (const ShardPiece& piece : layout_.shard_pieces(pg_->rank())) pieces_of[piece.param].push_back(piece);
+  master_.zero_(), exp_avg_.zero_(), exp_avg_sq_.zero_();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (pieces_of[i].empty()) continue;
+    const auto copy_field = [&](const char* field, at::Tensor& dest) {
+      const at::Tensor full = fetch(params_[i].name, field);
+      XD_CHECK(full.numel() == params_[i].tensor.numel(), "optimizer state: '", field, "' of '", params_[i].name,
+               "' has ", full.numel(), " elements, the parameter ", params_[i].tensor.numel());
+      const at::Tensor flat = full.reshape({-1}).to(dest.device(), at::kFloat);
+      for (const ShardPiece& piece : pieces_of[i])
+        dest.narrow(0, piece.shard_offset, piece.length).copy_(flat.narrow(0, piece.param_offset, piece.length));
+    };
+    copy_field("master", master_);
+    copy_field("exp_avg", exp_avg_);
+    copy_field("exp_avg_sq", exp_avg_sq_);
+  }
+  step_ = step;
+}
+
 stdfs::path agree_on_staging(ProcessGroup& pg, const std::function<stdfs::path()>& make_staging) {
   std::string path;
   if (pg.is_main()) path = make_staging().string();

@@ -29,6 +29,10 @@ const Schema& recipe_schema() {
     s.add("teacher.dtype", Type::String, "bf16", "teacher compute dtype", {"bf16", "f32"});
     s.add("teacher.cache", Type::String, "~", "top-k teacher cache written by `xdistill teacher-cache`; unset = run the teacher online");
     s.add("teacher.create_tiny", Type::Bool, "false", "create a tiny random Llama teacher at teacher.path if none is there (tiny recipes)");
+    s.add("teacher.random_shape", Type::String, "~",
+          "benchmarks: instead of loading teacher.path, build a random-weight teacher of this named shape in "
+          "memory (llama-3b: Llama-3.2-3B, llama-8b: Llama-3.1-8B, tiny)",
+          {"llama-3b", "llama-8b", "tiny"});
 
     s.add("student.init", Type::String, "~", "student checkpoint to start from (theta(0) for experts); unset = build from the teacher");
     s.add("student.window", Type::Int, "512", "sliding-window size of the local branch");
@@ -77,7 +81,18 @@ const Schema& recipe_schema() {
     s.add("precision.compute", Type::String, "bf16", "compute dtype of the student", {"bf16", "f32"});
     s.add("precision.activation_checkpointing", Type::Bool, "false", "recompute each layer in the backward pass");
 
-    s.add("checkpoint.every", Type::Int, "500", "steps between checkpoints");
+    s.add("dist.shard_optimizer", Type::String, "auto",
+          "data parallelism (several processes, see docs/cluster.md): true shards the fp32 master weights, AdamW "
+          "moments and gradients over the ranks (reduce-scatter in the backward pass, all-gather of the weights); "
+          "false keeps them whole on every rank (all-reduce); auto = true when there is more than one rank",
+          {"auto", "true", "false"});
+    s.add("dist.bucket_mb", Type::Float, "100",
+          "MiB of fp32 gradient per reduction bucket (buckets are reduced while the backward pass goes on); "
+          "keep it when resuming a sharded checkpoint (its shards are cut by bucket)");
+
+    s.add("checkpoint.every", Type::Int, "500",
+          "steps between checkpoints, and one at the end of the schedule (0: none of these, e.g. for benchmarks; "
+          "a stop by signal or run.stop_after_steps still writes one)");
     s.add("checkpoint.keep", Type::Int, "3", "how many recent checkpoints to keep");
     return s;
   }();

@@ -43,6 +43,7 @@ TrainRecipe recipe_from_config(const config::Config& c) {
   r.teacher_dtype = c.get<std::string>("teacher.dtype");
   r.teacher_cache = str("teacher.cache");
   r.create_tiny_teacher = c.get<bool>("teacher.create_tiny");
+  r.teacher_random_shape = str("teacher.random_shape");
 
   r.student_init = str("student.init");
   r.student.window = c.get<int64_t>("student.window");
@@ -93,14 +94,17 @@ TrainRecipe recipe_from_config(const config::Config& c) {
   r.activation_checkpointing = c.get<bool>("precision.activation_checkpointing");
   r.checkpoint_every = c.get<int64_t>("checkpoint.every");
   r.checkpoint_keep = c.get<int64_t>("checkpoint.keep");
+  r.shard_optimizer = c.get<std::string>("dist.shard_optimizer");
+  r.bucket_mb = c.get<double>("dist.bucket_mb");
 
   require(r.seq_len >= 2, "data.seq_len: must be >= 2");
   require(r.micro_batch >= 1, "batch.micro_batch: must be >= 1");
   require(r.grad_accum >= 1, "batch.grad_accum: must be >= 1");
   require(r.top_k >= 1, "loss.top_k: must be >= 1");
   require(r.temperature > 0, "loss.temperature: must be > 0");
-  require(r.checkpoint_every >= 1, "checkpoint.every: must be >= 1");
+  require(r.checkpoint_every >= 0, "checkpoint.every: must be >= 0");
   require(r.log_every >= 1, "run.log_every: must be >= 1");
+  require(r.bucket_mb > 0 && r.bucket_numel() >= 1, "dist.bucket_mb: must be > 0");
   require(r.mixture.empty() != (r.synthetic_vocab == 0),
           "data: set exactly one of data.mixture (token shards) and data.synthetic_vocab (synthetic rows)");
   try {

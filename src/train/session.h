@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "xdistill/dist/process_group.h"
+#include "xdistill/dist/sharded_adamw.h"
 #include "xdistill/models/decoder.h"
 #include "xdistill/student/student_model.h"
 #include "xdistill/train/adamw.h"
@@ -25,7 +27,11 @@ struct TrainSession {
   std::shared_ptr<models::Decoder> teacher;  // frozen; null for pretrain or a cached teacher
   std::shared_ptr<models::Decoder> model;    // the model being trained
   std::vector<std::pair<std::string, at::Tensor>> trained;  // (internal name, parameter)
+  // Data parallelism: the ranks (a group of one without a launcher) and, with
+  // dist.shard_optimizer, the sharded optimizer that replaces `optimizer` (then null).
+  std::shared_ptr<dist::ProcessGroup> group = dist::ProcessGroup::single();
   std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<dist::ShardedAdamW> sharded;
   std::unique_ptr<BatchSource> data;
   std::unique_ptr<TeacherCacheReader> cache;
   std::pair<at::Tensor, at::Tensor> fixed_top_k;  // benchmarks: a given teacher top-k (ids, log-probs)
@@ -56,6 +62,9 @@ at::Tensor batch_tensor(const std::vector<int32_t>& values, const data::Batch& b
 std::string save_training_checkpoint(const TrainSession& session);  // returns its path
 // Restores the newest checkpoint of the run directory; false when there is none.
 bool restore_training_checkpoint(TrainSession& session);
+
+// The model config of a named benchmark shape: llama-8b, llama-3b, tiny (train_bench.cpp).
+nlohmann::json shape_config(const std::string& shape);
 
 // Model set-up (model_setup.cpp).
 void init_random_weights(models::Decoder& model, uint64_t seed, double stddev = 0.02);

@@ -21,6 +21,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,6 +90,11 @@ class ShardedAdamW {
   // themselves come from the model checkpoint; they are not touched here.
   void load_shard(const std::filesystem::path& checkpoint_dir);
   static std::string shard_file(int rank, int world);
+  // Takes this rank's slices of a whole (unsharded) optimizer state, e.g. a
+  // checkpoint of train::AdamW written by one process: `fetch(name, field)` returns
+  // parameter `name`'s full fp32 tensor for field "master", "exp_avg" or "exp_avg_sq".
+  using FullStateFetch = std::function<at::Tensor(const std::string& name, const std::string& field)>;
+  void load_full_state(const FullStateFetch& fetch, int64_t step);
 
  private:
   void gather_parameters();

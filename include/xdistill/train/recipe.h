@@ -30,6 +30,7 @@ struct TrainRecipe {
   // teacher
   std::string teacher_path, teacher_dtype, teacher_cache;
   bool create_tiny_teacher = false;
+  std::string teacher_random_shape;  // benchmarks: a random teacher of this named shape, built in memory
   // student
   std::string student_init;  // empty: build from the teacher
   student::StudentConfig student;
@@ -51,8 +52,13 @@ struct TrainRecipe {
   bool activation_checkpointing = false;
   // checkpoints
   int64_t checkpoint_every = 500, checkpoint_keep = 3;
+  // data parallelism
+  std::string shard_optimizer = "auto";  // auto | true | false
+  double bucket_mb = 100.0;              // fp32 MiB per gradient bucket
 
-  int64_t tokens_per_step() const { return micro_batch * grad_accum * seq_len; }
+  int64_t tokens_per_step(int world = 1) const { return world * micro_batch * grad_accum * seq_len; }
+  bool sharded_optimizer(int world) const { return shard_optimizer == "auto" ? world > 1 : shard_optimizer == "true"; }
+  int64_t bucket_numel() const { return static_cast<int64_t>(bucket_mb * 1024.0 * 1024.0 / 4.0); }
 };
 
 // Throws xd::UsageError naming the key for inconsistent values.

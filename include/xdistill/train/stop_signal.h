@@ -1,5 +1,6 @@
-// SIGINT / SIGTERM during training: the handler only sets a flag; the training loop
-// checks it after each optimizer step, writes a checkpoint, and exits cleanly.
+// SIGINT / SIGTERM (and SIGUSR1, SLURM's --signal warning) during training: the
+// handler only sets a flag; the training loop checks it after each optimizer step
+// (all data-parallel ranks agree on it), writes a checkpoint, and exits cleanly.
 // A second signal restores the default action, so a stuck run can still be killed.
 #pragma once
 

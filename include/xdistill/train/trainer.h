@@ -10,7 +10,7 @@ namespace xd::train {
 
 // Runs the recipe's stage. With `resume`, continues from the newest checkpoint of
 // run.dir (exactly: model, optimizer, schedule, RNG and data state). Returns the
-// process exit code: 0 when done, 128 + signal when stopped by SIGINT/SIGTERM
+// process exit code: 0 when done, 128 + signal when stopped by SIGINT/SIGTERM/SIGUSR1
 // (after writing a checkpoint).
 int run_training(const config::Config& recipe, bool resume);
 

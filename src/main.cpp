@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   xd::cli::add_data_command(app);
   xd::cli::add_launch_command(app);
   xd::cli::add_config_command(app);
+  xd::cli::add_bench_command(app);
 
   try {
     app.parse(argc, argv);

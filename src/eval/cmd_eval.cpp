@@ -65,6 +65,7 @@ void add_eval_command(CLI::App& app) {
   cmd->require_subcommand(1);
   add_run(*cmd);
   add_compare(*cmd);
+  add_niah_command(*cmd);  // src/infer/cmd_infer.cpp
 }
 
 }  // namespace xd::cli

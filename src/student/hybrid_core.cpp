@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "xdistill/infer/window_prefill.h"
 #include "xdistill/util/error.h"
 
 namespace xd::student {
@@ -111,6 +112,11 @@ at::Tensor HybridCore::forward_cached(const HybridInputs& in, HybridState& state
     const at::Tensor loc = local_branch(in);
     state.window->append(in.k, in.v);
     return mix(global, loc, gate);
+  }
+  if (S > 1) {  // a later prompt chunk: chunkwise mLSTM from the state, window over cache + chunk
+    auto [global, final_state] = ops::mlstm(phi_q, phi_k, in.v, i, f, state.mlstm, config_.chunk_size);
+    state.mlstm = final_state;
+    return mix(global, infer::window_attention_continue(in.q, in.k, in.v, *state.window), gate);
   }
   std::vector<at::Tensor> outs;
   for (int64_t t = 0; t < S; ++t) {  // decode: one position at a time, constant memory

@@ -18,6 +18,8 @@ void add_model_commands(CLI::App& app);     // src/models/cmd_models.cpp: info, 
 void add_tokenizer_command(CLI::App& app);  // src/tokenizer/cmd_tokenizer.cpp
 void add_data_command(CLI::App& app);       // src/data/cmd_data.cpp
 void add_launch_command(CLI::App& app);
+void add_bench_command(CLI::App& app);      // src/infer/cmd_infer.cpp: bench inference
+void add_niah_command(CLI::App& eval);      // src/infer/cmd_infer.cpp: eval niah (under `eval`)
 void add_demo_command(CLI::App& app);       // src/demo/cmd_demo.cpp     // src/dist/cmd_launch.cpp
 
 // Recipe schemas by name ("train", "data", "merge", ...), for `config show`.

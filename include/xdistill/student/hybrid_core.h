@@ -42,7 +42,9 @@ class HybridCore : public torch::nn::Module {
   // computed (Stage I: it does not depend on any trained parameter).
   at::Tensor forward(const HybridInputs& in, const at::Tensor& local = {});
   // Prefill or decode with state: the first call (empty state) runs the parallel
-  // form and fills the state; later calls step token by token.
+  // form and fills the state; later calls of several tokens continue the prefill
+  // (chunkwise mLSTM from the state, window attention over the cached keys), and
+  // single tokens step.
   at::Tensor forward_cached(const HybridInputs& in, HybridState& state);
 
   at::Tensor feature_map(const at::Tensor& x, const at::Tensor& weight) const;  // [B,H,S,Dh] -> [B,H,S,Dk]

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "xdistill/cli/commands.h"
+#include "xdistill/merge/recipe.h"
 #include "xdistill/util/error.h"
 
 namespace xd::cli {
@@ -23,7 +24,11 @@ void add_config_command(CLI::App& app) {
       ->check(CLI::IsMember(recipe_kinds()))->capture_default_str();
   show->callback([show_args] {
     const config::Schema& schema = recipe_schema(show_args->kind);
-    auto cfg = config::Config::load(schema, show_args->recipe.files, show_args->recipe.overrides);
+    // A merge recipe may use mergekit's nested models[].parameters: read it the way
+    // `xdistill merge` does, so that what is shown is what a merge would run.
+    auto cfg = show_args->kind == "merge"
+                   ? merge::load_recipe(show_args->recipe.files, show_args->recipe.overrides)
+                   : config::Config::load(schema, show_args->recipe.files, show_args->recipe.overrides);
     std::cout << cfg.dump();
   });
 

@@ -68,3 +68,22 @@ TEST(Cli, ConfigShowPrintsResolvedValues) {
   EXPECT_NE(r.out.find("lr: 0.125"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("top_k: 256"), std::string::npos) << r.out;
 }
+
+TEST(Cli, ConfigShowReadsMergekitNestedParameters) {
+  auto dir = std::filesystem::temp_directory_path() / "xd_cli_test";
+  std::filesystem::create_directories(dir);
+  auto recipe = dir / "merge.yaml";
+  std::ofstream(recipe) << "merge_method: ties\nbase_model: /tmp/base\nmodels:\n"
+                           "  - model: /tmp/a\n    parameters:\n      weight: 0.75\n      density: 0.5\n"
+                           "  - model: /tmp/b\n    parameters:\n      weight: 0.25\n";
+  auto r = run("config show --kind merge " + recipe.string());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("weight: 0.75"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("density: 0.5"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("parameters:\n      weight"), std::string::npos) << r.out;
+  // Anything else nested under a model's parameters is still an error naming the file.
+  std::ofstream(recipe, std::ios::app) << "  - model: /tmp/c\n    parameters:\n      wieght: 1\n";
+  auto bad = run("config show --kind merge " + recipe.string());
+  EXPECT_NE(bad.code, 0) << bad.out;
+  EXPECT_NE(bad.out.find("merge.yaml"), std::string::npos) << bad.out;
+}

@@ -109,7 +109,8 @@ std::string format_results(const std::vector<BenchResult>& results) {
 
 std::string render_bench_svg(const std::vector<BenchResult>& results) {
   // Two panels (prefill, decode tokens/s) against log2 context; a line per (model, batch).
-  const double W = 980, H = 420, panel_w = 420, left = 70, top = 40, plot_h = 300;
+  const double H = 420, panel_w = 420, left = 70, top = 40, plot_h = 300, gap = 80;
+  const double W = left + 2 * panel_w + gap + 40;  // both panels and a margin
   static const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
   std::set<int64_t> contexts;
   std::map<std::string, std::vector<const BenchResult*>> series;
@@ -127,7 +128,7 @@ std::string render_bench_svg(const std::vector<BenchResult>& results) {
   if (contexts.empty()) return svg.str() + "<text x=\"20\" y=\"40\">no successful settings</text>\n</svg>\n";
   const double lo = std::log2(double(*contexts.begin())), hi = std::max(lo + 1, std::log2(double(*contexts.rbegin())));
   for (int p = 0; p < 2; ++p) {
-    const double x0 = left + p * (panel_w + 80), ymax = p == 0 ? max_prefill : max_decode;
+    const double x0 = left + p * (panel_w + gap), ymax = p == 0 ? max_prefill : max_decode;
     auto X = [&](int64_t c) { return x0 + (std::log2(double(c)) - lo) / (hi - lo) * panel_w; };
     auto Y = [&](double v) { return top + plot_h - v / (ymax * 1.05) * plot_h; };
     svg << "<text x=\"" << x0 << "\" y=\"24\" font-size=\"14\">" << (p == 0 ? "prefill tokens/s" : "decode tokens/s")

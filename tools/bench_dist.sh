@@ -9,7 +9,7 @@
 #            for 1 -> 2. One GPU keeps the optimizer whole, several shard it (defaults).
 #   8b-2     Llama-3.1-8B shape, sharded optimizer, 2 GPUs (does not fit on one: 8B
 #            parameters need 130 GB of fp32 state unsharded)
-#   8b-paper Llama-3.1-8B on 4 GPUs at the paper's setup: global batch 64 x 4096 by
+#   8b-paper Llama-3.1-8B on 8 GPUs where there are 8, else 4, at the paper's setup: global batch 64 x 4096 by
 #            gradient accumulation (4 GPUs x 1 row x 16), sharded; 2 steps, stop with a
 #            checkpoint (rank 0 the model, every rank its optimizer shard, COMPLETE.json),
 #            then --resume for a third step (same world size: identical state)
@@ -25,7 +25,7 @@
 #   scripts/device/build_and_test.sh --no-tests --targets xdistill
 #   tools/bench_dist.sh build-device
 # Knobs: STEPS (3B/8B-2 runs, default 5), WARM (2), ACCUM (4), SEQ (4096),
-#        PAPER_ACCUM (16), SKIP="3b-4 8b-paper ..." to leave runs out, BUDGET (s,
+#        PAPER_ACCUM (64 / paper GPUs), SKIP="3b-4 8b-paper ..." to leave runs out, BUDGET (s,
 #        default 480: no new run starts later), BENCH_WORK (run directories, default
 #        /tmp/xd-bench-dist; the 8B checkpoint takes ~115 GB there, deleted at the
 #        end). To try the script on a CPU: DEVICE=cpu NGPU=4 SHAPE_3B=tiny
@@ -36,7 +36,7 @@ build=${1:-build-device}
 out=${OUT:+$OUT/bench_dist}
 out=${out:-bench-dist-out}
 work=${BENCH_WORK:-/tmp/xd-bench-dist}
-STEPS=${STEPS:-5} WARM=${WARM:-2} ACCUM=${ACCUM:-4} SEQ=${SEQ:-4096} PAPER_ACCUM=${PAPER_ACCUM:-16}
+STEPS=${STEPS:-5} WARM=${WARM:-2} ACCUM=${ACCUM:-4} SEQ=${SEQ:-4096}
 SKIP=" ${SKIP:-} " BUDGET=${BUDGET:-480} DEVICE=${DEVICE:-cuda}
 SHAPE_3B=${SHAPE_3B:-llama-3b} SHAPE_8B=${SHAPE_8B:-llama-8b}
 mkdir -p "$out"
@@ -150,7 +150,9 @@ if wants 8b-2 2; then
 fi
 
 # 3. 8B at the paper's setup on 4 GPUs: 2 steps, checkpoint at the stop, resume, 1 step.
-if wants 8b-paper 4; then
+paper_gpus=$(( ngpu >= 8 ? 8 : 4 ))
+PAPER_ACCUM=${PAPER_ACCUM:-$(( 64 / paper_gpus ))}  # 64 rows per step, as in the paper
+if wants 8b-paper $paper_gpus; then
   cfg=$(recipe 8b-paper "$SHAPE_8B" 3 "$PAPER_ACCUM")
   free_gb=$(df -P -B1G "$work" | awk 'NR == 2 {print $4}')
   stop=(--set run.stop_after_steps=2)
@@ -159,21 +161,21 @@ if wants 8b-paper 4; then
     stop=()
   fi
   t0=$SECONDS
-  train 8b-paper 4 300 --config "$cfg" "${stop[@]}"
+  train 8b-paper $paper_gpus 300 --config "$cfg" "${stop[@]}"
   rc=$?
   ckpt="$work/8b-paper/checkpoints/step-00000002"
   ckpt_gb=$(du -sb "$ckpt" 2>/dev/null | awk '{printf "%.1f", $1 / 1e9}')
   complete=$([[ -f "$ckpt/COMPLETE.json" ]] && echo true || echo false)
   save_s=$(grep -o "checkpoint .* written in [0-9.]* s" "$out/8b-paper.log" | tail -1 | grep -o "[0-9.]* s$")
-  WARM=1 record 8b-paper "$work/8b-paper/metrics.jsonl" 4 $rc $((SECONDS - t0)) shape="$SHAPE_8B" \
+  WARM=1 record 8b-paper "$work/8b-paper/metrics.jsonl" $paper_gpus $rc $((SECONDS - t0)) shape="$SHAPE_8B" \
     accum="$PAPER_ACCUM" sharded=true checkpoint_gb="${ckpt_gb:-0}" checkpoint_complete="$complete" \
     checkpoint_save="${save_s:-?}"
   if ((rc == 0)) && [[ $complete == true ]] && ((SECONDS <= BUDGET + 60)); then
     t0=$SECONDS
-    train 8b-paper-resume 4 240 --config "$cfg" --resume
+    train 8b-paper-resume $paper_gpus 240 --config "$cfg" --resume
     rc=$?
     resumed=$(grep -o "resumed from .* at step [0-9]*.*" "$out/8b-paper-resume.log" | head -1 | grep -o "step [0-9]*.*")
-    WARM=2 record 8b-paper-resume "$work/8b-paper/metrics.jsonl" 4 $rc $((SECONDS - t0)) shape="$SHAPE_8B" \
+    WARM=2 record 8b-paper-resume "$work/8b-paper/metrics.jsonl" $paper_gpus $rc $((SECONDS - t0)) shape="$SHAPE_8B" \
       accum="$PAPER_ACCUM" sharded=true resumed="${resumed:-no}"
   fi
   rm -rf "$work/8b-paper"

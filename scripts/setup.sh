@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything xdistill needs on a fresh Debian 12 machine and builds it.
+# Installs everything xdistill needs on a fresh Debian 12 machine and builds the
+# `xdistill` binary (only that: scripts/test.sh builds the tests, so the README's
+# first command reaches the demo sooner).
 # Idempotent: re-running skips what is already in place.
-#   scripts/setup.sh            # packages + .venv + configure + build
+#   scripts/setup.sh            # packages + .venv + configure + build xdistill
 #   XDISTILL_BUILD_DIR=build-x scripts/setup.sh
 #   XDISTILL_SKIP_APT=1 scripts/setup.sh   (packages already installed)
 set -euo pipefail
@@ -48,7 +50,7 @@ if ! command -v nvcc >/dev/null && [[ ! -x /usr/local/cuda/bin/nvcc ]]; then
 fi
 step "configuring ($BUILD_DIR)"
 cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "${CUDA_FLAG[@]}"
-step "building with $JOBS jobs"
-cmake --build "$BUILD_DIR" -j "$JOBS"
+step "building xdistill with $JOBS jobs (scripts/test.sh builds the tests)"
+cmake --build "$BUILD_DIR" -j "$JOBS" --target xdistill
 step "done: $BUILD_DIR/xdistill"
 "$BUILD_DIR/xdistill" --version

@@ -15,6 +15,10 @@ void add_demo_command(CLI::App& app) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--eval-items", o->eval_items, "items per evaluation task (0: the size's default)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed of the corpus and the teacher")->capture_default_str();
+  // Hidden: for tuning the corpus and the teacher's training without the distillation.
+  cmd->add_option("--stop-after", o->stop_after, "stop after this stage")->check(CLI::IsMember({"teacher"}))->group("");
+  cmd->add_option("--pretrain-set", o->pretrain_overrides, "KEY=VALUE recipe setting of the teacher's pretraining")
+      ->group("");
   cmd->callback([o] {
     const int rc = demo::run_demo(*o);
     if (rc != 0) std::exit(rc);

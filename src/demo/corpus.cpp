@@ -11,22 +11,20 @@ using Rng = std::mt19937_64;
 
 int uniform(Rng& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
 
-// "47+38 = 7+8=15 4+3+1=8 => 85": the worked answer spells out each column and carry,
-// so a small model can learn the algorithm instead of memorising sums.
+std::string two_digits(int n) { return std::string(1, static_cast<char>('0' + n / 10)) + static_cast<char>('0' + n % 10); }
+
+// "add 47+38: 7+8+0=15 4+3+1=08 => 085". Operands are zero-padded to two digits and
+// every column spells out its digits, the carry in and a two-digit column sum, so each
+// character sits at a fixed offset: a 4-layer model learns the algorithm (copy two
+// digits, add three, copy the carry) within a few hundred steps instead of memorising.
 std::string addition_worked(int a, int b) {
-  std::string out;
-  int carry = 0, pa = a, pb = b;
-  while (pa > 0 || pb > 0) {
-    const int da = pa % 10, db = pb % 10, s = da + db + carry;
-    if (!out.empty()) out += " ";
-    out += std::to_string(da) + "+" + std::to_string(db) + (carry ? "+1" : "") + "=" + std::to_string(s);
-    carry = s / 10;
-    pa /= 10, pb /= 10;
-  }
-  return out + " => " + std::to_string(a + b);
+  const int low = a % 10 + b % 10, high = a / 10 + b / 10 + low / 10;
+  return std::to_string(a % 10) + "+" + std::to_string(b % 10) + "+0=" + two_digits(low) + " " +
+         std::to_string(a / 10) + "+" + std::to_string(b / 10) + "+" + std::to_string(low / 10) + "=" +
+         two_digits(high) + " => " + two_digits(high) + std::to_string(low % 10);
 }
 
-std::string addition_prompt(int a, int b) { return std::to_string(a) + "+" + std::to_string(b) + " ="; }
+std::string addition_prompt(int a, int b) { return "add " + two_digits(a) + "+" + two_digits(b) + ":"; }
 
 // Code domain: calls like f(x,[y,{z}]) with nested (), [], {}. Names are single letters.
 struct Code {
@@ -79,56 +77,53 @@ Code code_prefix(Rng& rng) {
   return c;
 }
 
-std::string key_name(Rng& rng) {
-  std::string k;
-  k += static_cast<char>('a' + uniform(rng, 0, 25));
-  k += static_cast<char>('a' + uniform(rng, 0, 25));
-  return k;
+// Recall keys are single letters (52 of them, all distinct within a list) and values
+// single digits: "kv: Q3 a7 ... ? Q3". Answering a query is then one induction step
+// (find the earlier "Q", copy what follows it), which a small teacher learns quickly;
+// the lists still reach 150 tokens, several times the student's window.
+constexpr int kKeys = 52;
+char key_char(int i) { return static_cast<char>(i < 26 ? 'a' + i : 'A' + (i - 26)); }
+
+struct Pair { char key, value; };
+std::vector<Pair> random_pairs(Rng& rng, int count) {
+  std::vector<int> keys(kKeys);
+  for (int i = 0; i < kKeys; ++i) keys[i] = i;
+  std::shuffle(keys.begin(), keys.end(), rng);
+  std::vector<Pair> pairs;
+  for (int i = 0; i < std::min(count, kKeys); ++i)
+    pairs.push_back({key_char(keys[i]), static_cast<char>('0' + uniform(rng, 0, 9))});
+  return pairs;
+}
+std::string pair_list(const std::vector<Pair>& pairs) {
+  std::string out = "kv:";
+  for (const Pair& p : pairs) out += std::string(" ") + p.key + p.value;
+  return out;
 }
 
-// A recall list: "kv: ab=3 cd=7 ... ? ab=3". Pairs are 5 characters ("ab=3 ").
-// The queried pair sits `distance` characters (approximately, to a pair boundary)
-// before the query.
+// One evaluation item: the queried pair sits `distance` characters (to a pair boundary;
+// pairs are 3 characters) before the query "? K"; `before` pairs precede it.
 struct Recall {
-  std::string context;  // ends with "? key="
+  std::string context;  // ends with "? K"
   char value;
 };
-Recall recall_item(Rng& rng, int distance, int extra_before) {
-  std::vector<std::pair<std::string, char>> pairs;
-  std::set<std::string> used;
-  const int after = std::max(0, distance / 5 - 1), before = extra_before / 5;
-  for (int i = 0; i < before + 1 + after; ++i) {
-    std::string k;
-    do k = key_name(rng); while (used.count(k));
-    used.insert(k);
-    pairs.emplace_back(k, static_cast<char>('0' + uniform(rng, 0, 9)));
-  }
-  Recall r;
-  r.context = "kv:";
-  for (auto& [k, v] : pairs) r.context += " " + k + "=" + v;
-  const auto& target = pairs[before];
-  r.context += " ? " + target.first + "=";
-  r.value = target.second;
-  return r;
+Recall recall_item(Rng& rng, int distance, int before) {
+  const int after = std::max(0, distance / 3 - 1);
+  const std::vector<Pair> pairs = random_pairs(rng, std::min(kKeys, before + 1 + after));
+  const Pair& target = pairs[pairs.size() - 1 - after];
+  return {pair_list(pairs) + " ? " + target.key, target.value};
 }
 
-std::string recall_document(Rng& rng, int chars) {
-  // Several queries per document, at distances spread over the whole document.
-  std::vector<std::pair<std::string, char>> pairs;
-  std::set<std::string> used;
-  std::string doc = "kv:";
-  while (static_cast<int>(doc.size()) < chars * 2 / 3) {
-    std::string k;
-    do k = key_name(rng); while (used.count(k));
-    used.insert(k);
-    const char v = static_cast<char>('0' + uniform(rng, 0, 9));
-    pairs.emplace_back(k, v);
-    doc += " " + k + "=" + v;
-  }
-  const int queries = 1 + static_cast<int>(pairs.size()) / 8;
+// A training list of 4 to 52 pairs followed by as many queries of random earlier keys,
+// so the teacher sees every distance up to the longest list, and often.
+std::string recall_document(Rng& rng) {
+  // Half the lists are short: with few distractors the induction step is learnt sooner.
+  const int count = uniform(rng, 0, 1) ? uniform(rng, 4, 16) : uniform(rng, 17, kKeys);
+  const std::vector<Pair> pairs = random_pairs(rng, count);
+  std::string doc = pair_list(pairs);
+  const int queries = static_cast<int>(pairs.size());  // queries are where recall is learnt
   for (int q = 0; q < queries; ++q) {
-    const auto& p = pairs[uniform(rng, 0, static_cast<int>(pairs.size()) - 1)];
-    doc += " ? " + p.first + "=" + p.second;
+    const Pair& p = pairs[uniform(rng, 0, static_cast<int>(pairs.size()) - 1)];
+    doc += std::string(" ? ") + p.key + p.value;
   }
   return doc + "\n";
 }
@@ -176,10 +171,10 @@ Corpus generate_corpus(const CorpusOptions& o) {
   }
 
   auto& recall = c.train["recall"];
-  for (int i = 0; i < o.train_docs_per_domain; ++i) recall.push_back(recall_document(rng, o.recall_doc_chars));
+  for (int i = 0; i < o.train_docs_per_domain; ++i) recall.push_back(recall_document(rng));
   for (int distance : o.recall_distances) {
     for (int i = 0; i < o.eval_items; ++i) {
-      Recall r = recall_item(rng, distance, uniform(rng, 0, 20));
+      Recall r = recall_item(rng, distance, uniform(rng, 0, 4));
       ChoiceItem item{"recall" + std::to_string(distance) + "-" + std::to_string(i), r.context, {}, 0};
       std::set<char> vals{r.value};
       while (vals.size() < 4) vals.insert(static_cast<char>('0' + uniform(rng, 0, 9)));

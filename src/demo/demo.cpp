@@ -21,6 +21,7 @@
 #include "xdistill/eval/compare.h"
 #include "xdistill/eval/run.h"
 #include "xdistill/merge/merge.h"
+#include "xdistill/runtime/device.h"
 #include "xdistill/train/checkpoint_dirs.h"
 #include "xdistill/train/options.h"
 #include "xdistill/train/trainer.h"
@@ -36,13 +37,15 @@ namespace {
 
 const std::vector<std::string> kDomains = {"arithmetic", "code", "recall"};
 
-// Training lengths and batch shapes of a size preset.
+// Training lengths and batch shapes of a size preset. The tiny teacher learns most per
+// second of a 2-core CPU with small batches and many steps.
 struct Preset {
   int64_t seq_len, micro_batch, window, pretrain_steps, align_steps, expert_steps, eval_items, docs;
+  const char* pretrain_lr;
 };
 Preset preset_for(const DemoOptions& o) {
-  Preset p = o.size == "small" ? Preset{512, 32, 64, 2000, 300, 400, 200, 20000}
-                               : Preset{256, 16, 64, 600, 150, 120, 100, 4000};
+  Preset p = o.size == "small" ? Preset{512, 32, 32, 3000, 200, 300, 200, 20000, "1.5e-3"}
+                               : Preset{256, 8, 32, 1400, 80, 60, 100, 8000, "3e-3"};
   auto scale = [&](int64_t steps) { return std::max<int64_t>(4, std::llround(steps * o.steps_scale)); };
   p.pretrain_steps = scale(p.pretrain_steps);
   p.align_steps = scale(p.align_steps);
@@ -84,13 +87,21 @@ void write_task(const stdfs::path& dir, const std::string& name, const std::stri
                    "  eval_split: test\n  id_field: id\n" + body);
 }
 
+// The body of a YAML double-quoted string.
+std::string yaml_escaped(const std::string& text) {
+  std::string out;
+  for (char ch : text) out += ch == '\\' || ch == '"' ? std::string("\\") + ch : std::string(1, ch);
+  return out;
+}
+
 void write_corpus(const stdfs::path& root, const Preset& p, uint64_t seed) {
   CorpusOptions co;
   co.seed = seed;
   co.train_docs_per_domain = static_cast<int>(p.docs);
   co.eval_items = static_cast<int>(p.eval_items);
-  co.recall_distances = {16, static_cast<int>(p.window) / 2 + 16, static_cast<int>(2 * p.window),
-                         static_cast<int>(3 * p.window)};
+  // Inside the student's window, then 1.5, 3 and 4.5 windows away (window 32).
+  co.recall_distances = {15, static_cast<int>(p.window) + 16, static_cast<int>(3 * p.window),
+                         static_cast<int>(4.5 * p.window)};
   const Corpus c = generate_corpus(co);
   const stdfs::path staging = fs::temp_sibling(root / "corpus");
   stdfs::create_directories(staging / "train");
@@ -105,7 +116,7 @@ void write_corpus(const stdfs::path& root, const Preset& p, uint64_t seed) {
   write_task(staging / "tasks", "arithmetic",
              "type: generate_until\ndoc:\n  text: \"{{prompt}}\"\n  answer: \"{{answer}}\"\n"
              "generation:\n  until: [\"\\n\"]\n  max_new_tokens: 48\n"
-             "answer:\n  regex: \"=> (\\\\d+)\"\n  filter_name: strict-match\n",
+             "answer:\n  regex: \"" + yaml_escaped(arithmetic_answer_regex()) + "\"\n  filter_name: strict-match\n",
              arith);
   auto choice_rows = [](const std::vector<ChoiceItem>& items) {
     std::vector<json> rows;
@@ -143,7 +154,9 @@ config::Config train_recipe(const std::vector<std::pair<std::string, std::string
 std::string mixture_yaml(const stdfs::path& root, const std::string& focus) {
   std::string y = "[";
   for (const auto& d : kDomains) {
-    const double w = focus.empty() ? 1.0 : (d == focus ? 0.7 : 0.15);
+    // Recall and arithmetic are learnt last; code needs the least data.
+    const double base = d == "recall" ? 0.4 : d == "arithmetic" ? 0.4 : 0.2;
+    const double w = focus.empty() ? base : (d == focus ? 0.7 : 0.15);
     y += (y.size() > 1 ? ", " : "") + std::string("{name: ") + d + ", path: '" + (root / "shards" / d).string() +
          "', weight: " + std::to_string(w) + "}";
   }
@@ -164,8 +177,11 @@ int run_demo(const DemoOptions& o) {
   const stdfs::path root = stdfs::absolute(o.out);
   stdfs::create_directories(root);
   log::add_file((root / "demo.log").string());
-  const std::string dev = o.device, dtype = "f32", sd = std::to_string(o.seed);
-  const std::string compute = o.device == "cuda" ? "bf16" : "f32";
+  // On a GPU the student computes in bf16 and the frozen teacher runs in bf16 too; the
+  // pretrained teacher keeps fp32 master weights either way. Evaluation is fp32.
+  const std::string dev = runtime::resolve_device(o.device), sd = std::to_string(o.seed);
+  const bool gpu = dev.rfind("cuda", 0) == 0;
+  const std::string compute = gpu ? "bf16" : "f32", teacher_dtype = compute;
   StageRunner stages;
   stages.total = 10 + static_cast<int>(kDomains.size());
   auto exists = [&](const stdfs::path& rel) { return [p = root / rel] { return stdfs::exists(p); }; };
@@ -185,26 +201,45 @@ int run_demo(const DemoOptions& o) {
   });
 
   const std::vector<std::pair<std::string, std::string>> common = {
-      {"run.device", dev}, {"run.seed", sd}, {"run.log_every", "25"}, {"teacher.dtype", dtype},
+      {"run.device", dev}, {"run.seed", sd}, {"run.log_every", "25"}, {"teacher.dtype", teacher_dtype},
       {"data.seq_len", std::to_string(p.seq_len)}, {"data.tokenizer", (root / "tokenizer").string()},
       {"batch.micro_batch", std::to_string(p.micro_batch)}, {"precision.compute", compute},
       {"student.window", std::to_string(p.window)}, {"student.sinks", "4"}, {"checkpoint.keep", "1"},
       {"checkpoint.every", "50"}};
   // Warm-up never longer than a fifth of a (possibly shortened) stage.
   auto warmup = [](int64_t wanted, int64_t steps) { return std::to_string(std::min<int64_t>(wanted, steps / 5)); };
-  auto with = [&](std::vector<std::pair<std::string, std::string>> extra) {
+  auto with = [&](std::vector<std::pair<std::string, std::string>> extra,
+                  const std::vector<std::string>& overrides = {}) {
     extra.insert(extra.begin(), common.begin(), common.end());
+    for (const std::string& kv : overrides) {
+      const size_t eq = kv.find('=');
+      if (eq == std::string::npos) throw UsageError("--pretrain-set wants KEY=VALUE, got '" + kv + "'");
+      extra.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+    }
     return train_recipe(extra);
   };
 
+  auto evaluate = [&](const std::string& model, const std::string& out) {
+    eval::RunCommand cmd;
+    cmd.model_dir = (root / model).string();
+    cmd.tokenizer_dir = (root / "tokenizer").string();
+    cmd.out = (root / out).string();
+    cmd.task_files = {(root / "corpus" / "tasks").string()};
+    cmd.device = dev;
+    cmd.dtype = "f32";
+    eval::run_eval_command(cmd);
+  };
   stages.run("pretrain teacher", exists("teacher"), [&] {
     check(train(with({{"stage", "pretrain"}, {"run.dir", (root / "runs/pretrain").string()},
                       {"run.output", (root / "teacher").string()}, {"teacher.path", (root / "teacher-init").string()},
-                      {"data.mixture", mixture_yaml(root, "")}, {"optim.lr", "3e-3"}, {"optim.min_lr", "1e-4"},
+                      {"data.mixture", mixture_yaml(root, "")}, {"optim.lr", p.pretrain_lr}, {"optim.min_lr", "1e-4"},
                       {"schedule.kind", "warmup_cosine"}, {"schedule.warmup_steps", warmup(30, p.pretrain_steps)},
-                      {"schedule.steps", std::to_string(p.pretrain_steps)}})));
+                      {"schedule.steps", std::to_string(p.pretrain_steps)}},
+                     o.pretrain_overrides)));
   });
   if (rc) return rc;
+  stages.run("evaluate teacher", exists("results-teacher.json"), [&] { evaluate("teacher", "results-teacher.json"); });
+  if (o.stop_after == "teacher") return rc;
   stages.run("Stage I: align", exists("theta0"), [&] {
     check(train(with({{"stage", "align"}, {"run.dir", (root / "runs/align").string()},
                       {"run.output", (root / "theta0").string()}, {"teacher.path", (root / "teacher").string()},
@@ -231,17 +266,6 @@ int run_demo(const DemoOptions& o) {
     spec.out = (root / "student").string();
     merge::run_merge(spec);
   });
-  auto evaluate = [&](const std::string& model, const std::string& out) {
-    eval::RunCommand cmd;
-    cmd.model_dir = (root / model).string();
-    cmd.tokenizer_dir = (root / "tokenizer").string();
-    cmd.out = (root / out).string();
-    cmd.task_files = {(root / "corpus" / "tasks").string()};
-    cmd.device = dev;
-    cmd.dtype = "f32";
-    eval::run_eval_command(cmd);
-  };
-  stages.run("evaluate teacher", exists("results-teacher.json"), [&] { evaluate("teacher", "results-teacher.json"); });
   stages.run("evaluate student", exists("results-student.json"), [&] { evaluate("student", "results-student.json"); });
   stages.run("win-and-tie report", exists("report.md"), [&] { write_demo_report(root); });
   std::cout << fs::read_text(root / "report.md");

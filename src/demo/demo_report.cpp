@@ -47,8 +47,8 @@ void write_demo_report(const std::filesystem::path& root) {
      << (s.alpha_star ? fixed(*s.alpha_star) : std::string("undefined (C_α < 0.5 on [0, 1])"));
   if (s.bootstrap) md << "; α* 95% CI [" << fixed(s.bootstrap->alpha_star.lo) << ", " << fixed(s.bootstrap->alpha_star.hi) << "]";
   md << ".\n\nThe `recall_dN` rows probe memory: the queried pair sits N tokens before the question, "
-        "and the student's attention sees only its sliding window (plus 4 sinks); beyond it, only the mLSTM state "
-        "can carry the answer. Chance is 0.25.\n\nPlot: `c_alpha.svg`.\n";
+        "and the student's attention sees only its sliding window (32 tokens in the demo, plus 4 sinks); beyond "
+        "it, only the mLSTM state can carry the answer. Chance is 0.25.\n\nPlot: `c_alpha.svg`.\n";
   fs::write_atomic(root / "report.json", eval::report_to_json(report).dump(2) + "\n");
   fs::write_atomic(root / "report.md", md.str());
 }

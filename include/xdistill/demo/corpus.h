@@ -1,9 +1,10 @@
 // The demo's procedurally generated, seeded multi-domain corpus and its held-out
 // evaluation items. Three domains with real structure:
-//   arithmetic : two-number addition with a worked, digit-by-digit answer (exact match)
+//   arithmetic : two-digit addition with a worked, column-by-column answer (exact match)
 //   code       : a bracketed call language; pick the correct closing sequence (multiple choice)
-//   recall     : key=value lists, then a query for an earlier key; the distance between the
-//                pair and the query is controlled, to probe memory beyond the sliding window
+//   recall     : lists of single-letter keys with digit values, then a query for an earlier
+//                key; the distance between the pair and the query is controlled, to probe
+//                memory beyond the student's sliding window
 #pragma once
 #include <cstdint>
 #include <map>
@@ -16,8 +17,7 @@ struct CorpusOptions {
   uint64_t seed = 20261128;
   int train_docs_per_domain = 4000;
   int eval_items = 100;                            // per task
-  std::vector<int> recall_distances = {16, 48, 96, 192};  // in characters (= tokens, byte-level)
-  int recall_doc_chars = 240;                      // length of a training recall document
+  std::vector<int> recall_distances = {15, 48, 96, 144};  // in characters (= tokens, byte-level), <= 153
 };
 
 struct GenerationItem {
@@ -39,6 +39,7 @@ struct Corpus {
 Corpus generate_corpus(const CorpusOptions& options);
 
 // Arithmetic answers are extracted from a generation with this regular expression.
-inline const char* arithmetic_answer_regex() { return "=> (\\d+)"; }
+// The worked answer ends in three digits ("=> 085"); leading zeros are not part of it.
+inline const char* arithmetic_answer_regex() { return "=> 0*(\\d+)"; }
 
 }  // namespace xd::demo

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace xd::demo {
 
@@ -17,6 +18,8 @@ struct DemoOptions {
   double steps_scale = 1.0;     // < 1 shortens every training stage (CI's reduced run)
   int eval_items = 0;           // per task; 0 = the size's default
   uint64_t seed = 20261128;
+  std::string stop_after;       // "teacher": stop once the teacher is pretrained and scored
+  std::vector<std::string> pretrain_overrides;  // KEY=VALUE recipe settings for the pretraining (tuning)
 };
 
 // Returns the process exit code (0 done; 128+signal when a stage was interrupted).

@@ -157,6 +157,18 @@ struct Dims {
   int BH() const { return static_cast<int>(B * H); }
 };
 
+// The chunk geometry that the scan, forward-output and backward kernels' parameters share.
+template <typename Params>
+void set_geometry(Params& p, const Dims& dm, const GateTables& t, int64_t L) {
+  p.BH = dm.BH();
+  p.S = static_cast<int>(dm.S);
+  p.S_pad = static_cast<int>(t.S_pad);
+  p.L = static_cast<int>(L);
+  p.NC = static_cast<int>(t.NC);
+  p.Dk = static_cast<int>(dm.Dk);
+  p.Dv = static_cast<int>(dm.Dv);
+}
+
 // The chunk scan over k (forward) or q (reverse): see kernels/mlstm_params.h.
 void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, float row_scale, const at::Tensor& row_w,
               const at::Tensor& vec_w, const GateTables& t, int64_t L, const at::Tensor& init_mat,
@@ -181,13 +193,7 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
   p.state_vecs = vecs.data_ptr<float>();
   p.final_mat = final_mat.data_ptr<float>();
   p.final_vec = final_vec.data_ptr<float>();
-  p.BH = dm.BH();
-  p.S = static_cast<int>(dm.S);
-  p.S_pad = static_cast<int>(t.S_pad);
-  p.L = static_cast<int>(L);
-  p.NC = static_cast<int>(t.NC);
-  p.Dk = static_cast<int>(dm.Dk);
-  p.Dv = static_cast<int>(dm.Dv);
+  set_geometry(p, dm, t, L);
   p.reverse = reverse;
   p.tensor_cores = path == Path::Split;
   p.split_states = split_states && path == Path::Mma;
@@ -234,13 +240,7 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     p.h = h.data_ptr();
     p.dn = dn.data_ptr<float>();
     p.eps = static_cast<float>(kMlstmEps);
-    p.BH = BH;
-    p.S = static_cast<int>(dm.S);
-    p.S_pad = static_cast<int>(t.S_pad);
-    p.L = static_cast<int>(L);
-    p.NC = static_cast<int>(t.NC);
-    p.Dk = static_cast<int>(dm.Dk);
-    p.Dv = static_cast<int>(dm.Dv);
+    set_geometry(p, dm, t, L);
     p.tensor_cores = path == Path::Split;
     p.split_states = split;
     if (path == Path::Mma) xk::mlstm_forward_output_mma(p, at::cuda::getCurrentCUDAStream());
@@ -332,13 +332,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   p.dv = dv.data_ptr();
   p.q_dot_dq = q_dot.data_ptr<float>();
   p.k_dot_dk = k_dot.data_ptr<float>();
-  p.BH = BH;
-  p.S = static_cast<int>(dm.S);
-  p.S_pad = static_cast<int>(t.S_pad);
-  p.L = static_cast<int>(L);
-  p.NC = static_cast<int>(t.NC);
-  p.Dk = static_cast<int>(dm.Dk);
-  p.Dv = static_cast<int>(dm.Dv);
+  set_geometry(p, dm, t, L);
   p.tensor_cores = path == Path::Split;
   if (path == Path::Mma) xk::mlstm_backward_chunk_mma(p, at::cuda::getCurrentCUDAStream());
   else xk::mlstm_backward_chunk(p, at::cuda::getCurrentCUDAStream());

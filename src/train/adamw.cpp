@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "xdistill/util/error.h"
+#include "xdistill/util/log.h"
 
 namespace xd::train {
 
@@ -54,6 +55,8 @@ double AdamW::clip_grad_norm(double max_norm) {
   at::NoGradGuard no_grad;
   const auto norms = at::_foreach_norm(grads_, 2);
   const double total = at::stack(norms).to(at::kDouble).square().sum().sqrt().item<double>();
+  last_norm_ = total;
+  norm_measured_ = true;
   if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
     at::_foreach_mul_(grads_, max_norm / (total + 1e-6));
   }
@@ -64,8 +67,16 @@ double AdamW::clip_grad_norm(double max_norm) {
 // bias-corrected moments, the definition in the header) instead of a dozen foreach
 // passes over all the fp32 state: fewer bytes moved and no full-size temporary for
 // the denominator (12.8 GB at 3B parameters).
-void AdamW::step(double lr) {
+bool AdamW::step(double lr) {
   at::NoGradGuard no_grad;
+  if (!norm_measured_) clip_grad_norm(0.0);  // the non-finite check needs the norm
+  norm_measured_ = false;
+  if (!std::isfinite(last_norm_)) {
+    // An inf/NaN gradient would poison the moments for good: skip, as ShardedAdamW does.
+    log::warn("AdamW: gradient norm is ", last_norm_, " at step ", step_ + 1, "; the step is skipped");
+    at::_foreach_zero_(grads_);
+    return false;
+  }
   ++step_;
   at::_foreach_add_(steps_, 1.0);
   for (const bool decayed : {true, false}) {
@@ -91,6 +102,7 @@ void AdamW::step(double lr) {
   }
   if (!low_precision.empty()) at::_foreach_copy_(low_precision, their_masters);
   at::_foreach_zero_(grads_);
+  return true;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {

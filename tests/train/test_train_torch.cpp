@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "xdistill/train/adamw.h"
@@ -178,4 +179,25 @@ TEST(AdamW, ClipsTheGlobalNormAndRestoresState) {
   EXPECT_EQ(again.steps_taken(), 1);
   copy.erase("exp_avg/b");
   EXPECT_THROW(again.load_state(copy, 1), xd::Error);
+}
+
+TEST(AdamW, SkipsAStepWhoseGradientIsNotFinite) {
+  auto a = torch::ones({2}).requires_grad_(true);
+  AdamW adam({{"a", a}}, {});
+  a.mutable_grad() = torch::tensor({1.0f, std::numeric_limits<float>::infinity()});
+  adam.accumulate_gradients();
+  EXPECT_FALSE(std::isfinite(adam.clip_grad_norm(1.0)));
+  EXPECT_FALSE(adam.step(0.1));
+  EXPECT_TRUE(torch::equal(a, torch::ones({2})));  // weights untouched
+  EXPECT_EQ(adam.steps_taken(), 0);
+  EXPECT_EQ(adam.gradients()[0].abs().sum().item<float>(), 0.0f);  // the bad gradient is dropped
+  // The moments were not poisoned: a finite gradient then steps normally, without clip_grad_norm.
+  a.mutable_grad() = torch::tensor({1.0f, -1.0f});
+  adam.accumulate_gradients();
+  EXPECT_TRUE(adam.step(0.1));
+  EXPECT_EQ(adam.steps_taken(), 1);
+  EXPECT_TRUE(torch::isfinite(a).all().item<bool>());
+  // First Adam step: m^ = g, v^ = g^2, so each weight moves by -lr * sign(g) (1-D: no decay).
+  EXPECT_NEAR(a[0].item<float>(), 0.9f, 1e-5);
+  EXPECT_NEAR(a[1].item<float>(), 1.1f, 1e-5);
 }

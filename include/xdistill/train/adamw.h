@@ -7,6 +7,7 @@
 //   gradients()             the one place where data parallelism all-reduces (see grad_reducer.h)
 //   clip_grad_norm()        global L2 norm over every trained tensor
 //   step(lr)                updates the masters, then copies them into the model's tensors
+//                           (skipped when the gradient norm is inf or NaN)
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -35,7 +36,9 @@ class AdamW {
   std::vector<at::Tensor>& gradients() { return grads_; }  // fp32, one per parameter
   // Returns the norm before clipping; max_norm <= 0 only measures it.
   double clip_grad_norm(double max_norm);
-  void step(double lr);
+  // Returns false, zeroing the gradients and changing nothing else, when the
+  // gradient norm is not finite (measured here if clip_grad_norm was not called).
+  bool step(double lr);
   void zero_grad();
 
   int64_t steps_taken() const { return step_; }
@@ -52,6 +55,8 @@ class AdamW {
   std::vector<bool> decayed_;
   AdamWOptions opt_;
   int64_t step_ = 0;
+  double last_norm_ = 0.0;
+  bool norm_measured_ = false;
 };
 
 }  // namespace xd::train

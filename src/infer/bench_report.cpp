@@ -128,18 +128,24 @@ std::string render_bench_svg(const std::vector<BenchResult>& results) {
   if (contexts.empty()) return svg.str() + "<text x=\"20\" y=\"40\">no successful settings</text>\n</svg>\n";
   const double lo = std::log2(double(*contexts.begin())), hi = std::max(lo + 1, std::log2(double(*contexts.rbegin())));
   for (int p = 0; p < 2; ++p) {
-    const double x0 = left + p * (panel_w + gap), ymax = p == 0 ? max_prefill : max_decode;
+    const double x0 = left + p * (panel_w + gap);
+    // Round ticks: a step of 1, 2 or 5 times a power of ten, four or five of them.
+    const double raw = (p == 0 ? max_prefill : max_decode) / 4;
+    const double decade = std::pow(10.0, std::floor(std::log10(raw)));
+    const double tick = raw <= decade ? decade : raw <= 2 * decade ? 2 * decade : raw <= 5 * decade ? 5 * decade : 10 * decade;
+    const int ticks = static_cast<int>(std::ceil((p == 0 ? max_prefill : max_decode) / tick));
+    const double ymax = tick * ticks;
     auto X = [&](int64_t c) { return x0 + (std::log2(double(c)) - lo) / (hi - lo) * panel_w; };
-    auto Y = [&](double v) { return top + plot_h - v / (ymax * 1.05) * plot_h; };
+    auto Y = [&](double v) { return top + plot_h - v / ymax * plot_h; };
     svg << "<text x=\"" << x0 << "\" y=\"24\" font-size=\"14\">" << (p == 0 ? "prefill tokens/s" : "decode tokens/s")
         << "</text>\n<rect x=\"" << x0 << "\" y=\"" << top << "\" width=\"" << panel_w << "\" height=\"" << plot_h
         << "\" fill=\"none\" stroke=\"#444\"/>\n";
     for (int64_t c : contexts)
       svg << "<text x=\"" << X(c) << "\" y=\"" << top + plot_h + 16 << "\" text-anchor=\"middle\">"
           << human_tokens(c) << "</text>\n";
-    for (int t = 0; t <= 4; ++t)
-      svg << "<text x=\"" << x0 - 6 << "\" y=\"" << Y(ymax * 1.05 * t / 4) + 4 << "\" text-anchor=\"end\">"
-          << fixed(ymax * 1.05 * t / 4, 0) << "</text>\n";
+    for (int t = 0; t <= ticks; ++t)
+      svg << "<text x=\"" << x0 - 6 << "\" y=\"" << Y(tick * t) + 4 << "\" text-anchor=\"end\">"
+          << fixed(tick * t, 0) << "</text>\n";
     size_t i = 0;
     for (const auto& [label, points] : series) {
       const bool student = label.find("(student)") != std::string::npos;

@@ -16,10 +16,11 @@
 
 namespace xd::train {
 
-void init_random_weights(models::Decoder& model, uint64_t seed, double stddev) {
+void init_random_weights(models::Decoder& model, uint64_t seed, double stddev, bool draw_on_device) {
   torch::NoGradGuard no_grad;
   // A generator on the CPU so that the same seed gives the same weights everywhere.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  if (draw_on_device) torch::manual_seed(seed);
   for (auto& item : model.named_parameters(true)) {
     at::Tensor p = item.value();
     const std::string& name = item.key();
@@ -28,6 +29,8 @@ void init_random_weights(models::Decoder& model, uint64_t seed, double stddev) {
       p.fill_(1.0);
     } else if (p.dim() == 1) {
       p.zero_();
+    } else if (draw_on_device) {
+      p.normal_(0.0, stddev);
     } else {
       at::Tensor r = at::empty(p.sizes(), at::TensorOptions().dtype(at::kFloat));
       r.normal_(0.0, stddev, gen);

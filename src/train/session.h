@@ -67,7 +67,11 @@ bool restore_training_checkpoint(TrainSession& session);
 nlohmann::json shape_config(const std::string& shape);
 
 // Model set-up (model_setup.cpp).
-void init_random_weights(models::Decoder& model, uint64_t seed, double stddev = 0.02);
+// draw_on_device: normal draws by the parameters' own device generator, seeded
+// afresh with `seed` (fast on a GPU; the same draw on every rank and for every
+// dtype of one device type), instead of the CPU generator that gives the same
+// weights on every machine.
+void init_random_weights(models::Decoder& model, uint64_t seed, double stddev = 0.02, bool draw_on_device = false);
 // A tiny random Llama teacher (2 layers, hidden 64, GQA 4/2) saved at dir.
 void create_tiny_teacher(const std::string& dir, int64_t vocab, uint64_t seed);
 // Model FLOPs per trained token of a step of the session's stage (see the definition there).

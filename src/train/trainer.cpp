@@ -59,20 +59,8 @@ std::shared_ptr<models::Decoder> load_teacher(const TrainRecipe& r, const at::De
   const models::ModelConfig config = models::parse_model_config(shape_config(r.teacher_random_shape), r.teacher_random_shape);
   auto teacher = std::make_shared<models::Decoder>(config, models::plan_from_config(config),
                                                    at::TensorOptions().device(device).dtype(dtype));
-  if (!device.is_cuda()) {
-    init_random_weights(*teacher, r.seed);
-    return teacher;
-  }
-  // On a GPU, drawn there: init_random_weights' CPU generator needs about a minute
-  // for 8B weights. Seeded afresh, so every rank and every dtype gets the same draw.
-  torch::NoGradGuard no_grad;
-  torch::manual_seed(r.seed);
-  for (auto& item : teacher->named_parameters(true)) {
-    at::Tensor p = item.value();
-    if (item.key().find("norm") != std::string::npos) p.fill_(1.0);
-    else if (p.dim() == 1) p.zero_();
-    else p.normal_(0.0, 0.02);
-  }
+  // On a GPU drawn there: the CPU generator needs about a minute for 8B weights.
+  init_random_weights(*teacher, r.seed, 0.02, /*draw_on_device=*/device.is_cuda());
   return teacher;
 }
 

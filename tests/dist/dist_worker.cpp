@@ -79,6 +79,7 @@ int run_torch_reference(const Args& a, std::shared_ptr<ProcessGroup> pg = nullpt
                                                    .betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1));
   std::ofstream log;
   if (rank == 0) log.open(a.get("out") + ".log");
+  log.precision(17);  // the test compares at 1e-6: the default 6 digits would round that away
   for (int step = 0; step < steps; ++step) {
     double loss_sum = 0;
     for (int i = 0; i < accum; ++i) {
@@ -147,6 +148,7 @@ int run_data_parallel(const Args& a) {
   }
   std::ofstream log;
   if (pg->is_main()) log.open(a.get("out") + ".log", std::ios::app);
+  log.precision(17);
   const int64_t stop_at = static_cast<int64_t>(a.num("stop_at", steps));
   for (int64_t step = start; step < stop_at; ++step) {
     double loss_sum = 0;

@@ -1,226 +1,329 @@
-// Sink keys of sliding-window attention, one warp per tail row (contract in
-// window_sinks_params.h). Forward: the sinks' softmax share (log-sum-exp lse_s,
-// output o_s) merged exactly into flash attention's windowed output and lse:
+// Sink keys of sliding-window attention (contract in window_sinks_params.h).
+// Forward: the sinks' softmax share (log-sum-exp lse_s, output o_s) merged exactly
+// into flash attention's windowed output and lse:
 //   lse = logaddexp(lse_w, lse_s),  out = out_w e^{lse_w - lse} + o_s e^{lse_s - lse}.
 // Backward, with the merged out and lse: p_tj = exp(scale q_t.k_j - lse_t),
 // ds_tj = scale p_tj (dout_t.v_j - dout_t.out_t); dq_t += sum_j ds_tj k_j in place,
-// and the sums over rows dk_j = sum_t ds_tj q_t, dv_j = sum_t p_tj dout_t are
-// reduced per block in shared memory into one float32 partial per block (summed by the caller).
+// and the sums over rows dk_j = sum_t ds_tj q_t, dv_j = sum_t p_tj dout_t.
+//
+// Layout of the work: a block owns one query head and a contiguous range of tail
+// rows; 16 threads share a row, each holding 8 columns from one 16-byte load, so a
+// block of 256 threads has 16 rows in flight and row dot products take 4 shuffles.
+// The block's sink keys/values (its key/value head) sit in shared memory as float32.
+// dk/dv accumulate in registers over the block's rows and leave as one float32
+// partial per block; a second kernel sums the partials over the blocks and over the
+// query heads of each group into dk, dv (fixed order: deterministic, no atomics).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
 
 #include "window_sinks_params.h"
 
 namespace xd::kernels {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kRowsPerWarp = 16;
-constexpr int kPairs = kMaxSinkHeadDim / 64;  // bf16 pairs per lane
+constexpr int kThreads = 256;
+constexpr int kRowThreads = 16;                 // threads sharing a row
+constexpr int kElems = 8;                       // columns per thread: one 16-byte load
+constexpr int kSlots = kThreads / kRowThreads;  // rows in flight per block
+constexpr int kWarps = kThreads / 32;
+static_assert(kRowThreads * kElems == kMaxSinkHeadDim, "one 16-byte load per thread covers the widest row");
 
-template <typename T> struct Pair;
-template <> struct Pair<__nv_bfloat16> {
-  using type = __nv_bfloat162;
-  static __device__ float2 load(const type* p) { return __bfloat1622float2(*p); }
-  static __device__ type make(float a, float b) { return __floats2bfloat162_rn(a, b); }
+template <typename T> struct Conv;
+template <> struct Conv<__nv_bfloat16> {
+  using pair = __nv_bfloat162;
+  static __device__ float2 to_float2(pair x) { return __bfloat1622float2(x); }
+  static __device__ pair from_float2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+  static __device__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
 };
-template <> struct Pair<__half> {
-  using type = __half2;
-  static __device__ float2 load(const type* p) { return __half22float2(*p); }
-  static __device__ type make(float a, float b) { return __floats2half2_rn(a, b); }
+template <> struct Conv<__half> {
+  using pair = __half2;
+  static __device__ float2 to_float2(pair x) { return __half22float2(x); }
+  static __device__ pair from_float2(float a, float b) { return __floats2half2_rn(a, b); }
+  static __device__ float to_float(__half x) { return __half2float(x); }
+  static __device__ __half from_float(float x) { return __float2half_rn(x); }
 };
 
-__device__ __forceinline__ float warp_sum(float x) {
+template <typename T>
+__device__ __forceinline__ T* row_ptr(const StridedRows& r, int b, int t, int h) {
+  return static_cast<T*>(r.ptr) + b * r.sb + t * r.st + h * r.sh;
+}
+
+template <typename T>
+__device__ __forceinline__ void load8(float (&x)[kElems], const T* p, bool ok) {
+  uint4 u = make_uint4(0u, 0u, 0u, 0u);
+  if (ok) u = *reinterpret_cast<const uint4*>(p);
+  const auto* h = reinterpret_cast<const typename Conv<T>::pair*>(&u);
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+  for (int i = 0; i < kElems / 2; ++i) {
+    const float2 f = Conv<T>::to_float2(h[i]);
+    x[2 * i] = f.x;
+    x[2 * i + 1] = f.y;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store8(T* p, const float (&x)[kElems]) {
+  uint4 u;
+  auto* h = reinterpret_cast<typename Conv<T>::pair*>(&u);
+#pragma unroll
+  for (int i = 0; i < kElems / 2; ++i) h[i] = Conv<T>::from_float2(x[2 * i], x[2 * i + 1]);
+  *reinterpret_cast<uint4*>(p) = u;
+}
+
+// This thread's 8 columns of a shared-memory row.
+__device__ __forceinline__ void smem8(float (&x)[kElems], const float* row) {
+  const float4 a = *reinterpret_cast<const float4*>(row), b = *reinterpret_cast<const float4*>(row + 4);
+  x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
+  x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+}
+
+__device__ __forceinline__ float dot8(const float (&a)[kElems], const float (&b)[kElems]) {
+  float s = 0.f;
+#pragma unroll
+  for (int e = 0; e < kElems; ++e) s = fmaf(a[e], b[e], s);
+  return s;
+}
+
+// Sum over the 16 threads of a row (xor offsets below 16 stay inside the half-warp).
+__device__ __forceinline__ float row_sum(float x) {
+#pragma unroll
+  for (int off = kRowThreads / 2; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
   return x;
 }
 
-// Row vector (D elements) -> this lane's pairs (d = 2 lane + 64 i).
-template <typename T>
-__device__ __forceinline__ void load_row(float2 (&x)[kPairs], const T* row, int D, int lane) {
-  using P = Pair<T>;
-#pragma unroll
-  for (int i = 0; i < kPairs; ++i) {
-    const int d = 2 * lane + 64 * i;
-    x[i] = d < D ? P::load(reinterpret_cast<const typename P::type*>(row + d)) : make_float2(0.f, 0.f);
+// The common geometry: query head, its key/value head, this thread's row slot and
+// columns, and the block's tail rows [begin, end) (tail row r is position window + r).
+struct Geometry {
+  int b, h, hk, bh, slot, col, begin, end;
+  bool active;  // this thread's columns exist (col < D)
+};
+
+__device__ __forceinline__ Geometry geometry(const WindowSinksParams& p) {
+  Geometry g;
+  g.bh = blockIdx.y;
+  g.b = g.bh / p.H;
+  g.h = g.bh % p.H;
+  g.hk = g.h / (p.H / p.Hk);
+  g.slot = threadIdx.x / kRowThreads;
+  g.col = (threadIdx.x % kRowThreads) * kElems;
+  g.active = g.col < p.D;
+  const int tail = p.S - p.window, per = (tail + gridDim.x - 1) / gridDim.x;
+  g.begin = blockIdx.x * per;
+  g.end = min(tail, g.begin + per);
+  return g;
+}
+
+// The sink keys and values of the block's key/value head, float32, in shared memory.
+template <typename T, int NS>
+__device__ void load_sinks(float (&ks)[NS][kMaxSinkHeadDim], float (&vs)[NS][kMaxSinkHeadDim],
+                           const WindowSinksParams& p, const Geometry& g) {
+  for (int idx = threadIdx.x; idx < NS * p.D; idx += kThreads) {
+    const int j = idx / p.D, d = idx % p.D;
+    ks[j][d] = Conv<T>::to_float(row_ptr<const T>(p.k, g.b, j, g.hk)[d]);
+    vs[j][d] = Conv<T>::to_float(row_ptr<const T>(p.v, g.b, j, g.hk)[d]);
   }
+  __syncthreads();
 }
 
-template <typename T>
-__device__ __forceinline__ float dot_row(const float2 (&x)[kPairs], const T* row, int D, int lane) {
-  float2 y[kPairs];
-  load_row(y, row, D, lane);
-  float s = 0.f;
+template <typename T, int NS>
+__global__ void __launch_bounds__(kThreads) sinks_forward_kernel(WindowSinksParams p) {
+  __shared__ __align__(16) float ks[NS][kMaxSinkHeadDim];
+  __shared__ __align__(16) float vs[NS][kMaxSinkHeadDim];
+  const Geometry g = geometry(p);
+  load_sinks<T, NS>(ks, vs, p, g);
+  // Every slot runs the same number of iterations so the row shuffles see full warps.
+  for (int base = g.begin; base < g.end; base += kSlots) {
+    const int r = base + g.slot, t = p.window + r;
+    const bool row_ok = r < g.end, io = row_ok && g.active;
+    float qv[kElems], ov[kElems];
+    load8(qv, row_ptr<const T>(p.q, g.b, t, g.h) + g.col, io);
+    load8(ov, row_ptr<const T>(p.out, g.b, t, g.h) + g.col, io);
+    float* lse_p = p.lse + (size_t)g.bh * p.S + t;
+    const float lse_w = row_ok ? *lse_p : 0.f;
+    const int visible = min(NS, r + 1);  // sink j has left row t's window iff r >= j
+    float logit[NS];
 #pragma unroll
-  for (int i = 0; i < kPairs; ++i) s = fmaf(x[i].x, y[i].x, fmaf(x[i].y, y[i].y, s));
-  return warp_sum(s);
-}
-
-// Logits of row t against its visible sinks; returns how many are visible.
-template <typename T>
-__device__ __forceinline__ int sink_logits(float (&logit)[kMaxSinks], const float2 (&qr)[kPairs], const T* k, int t,
-                                           const WindowSinksParams& p, int lane) {
-  const int visible = min(p.sinks, t - p.window + 1);
-#pragma unroll
-  for (int j = 0; j < kMaxSinks; ++j)
-    logit[j] = j < visible ? p.scale * dot_row(qr, k + (size_t)j * p.D, p.D, lane) : -INFINITY;
-  return visible;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(32 * kWarps) sinks_forward_kernel(WindowSinksParams p) {
-  using P = Pair<T>;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
-  const T* q = static_cast<const T*>(p.q) + (size_t)bh * p.S * p.D;
-  const T* k = static_cast<const T*>(p.k) + (size_t)bh * p.S * p.D;
-  const T* v = static_cast<const T*>(p.v) + (size_t)bh * p.S * p.D;
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int t = p.window + (blockIdx.x * kWarps + warp) * kRowsPerWarp + r;
-    if (t >= p.S) return;
-    float2 qr[kPairs];
-    load_row(qr, q + (size_t)t * p.D, p.D, lane);
-    float logit[kMaxSinks];
-    const int visible = sink_logits(logit, qr, k, t, p, lane);
+    for (int j = 0; j < NS; ++j) {
+      float kj[kElems];
+      smem8(kj, ks[j] + (g.active ? g.col : 0));
+      logit[j] = p.scale * row_sum(g.active ? dot8(qv, kj) : 0.f);
+    }
     float mx = logit[0];
 #pragma unroll
-    for (int j = 1; j < kMaxSinks; ++j) mx = fmaxf(mx, logit[j]);
-    float sum = 0.f;
-    float2 o[kPairs];
+    for (int j = 1; j < NS; ++j) mx = j < visible ? fmaxf(mx, logit[j]) : mx;
+    float sum = 0.f, os[kElems] = {};
 #pragma unroll
-    for (int i = 0; i < kPairs; ++i) o[i] = make_float2(0.f, 0.f);
-#pragma unroll
-    for (int j = 0; j < kMaxSinks; ++j) {
-      if (j >= visible) break;
-      const float w = expf(logit[j] - mx);
+    for (int j = 0; j < NS; ++j) {
+      const float w = j < visible ? expf(logit[j] - mx) : 0.f;
       sum += w;
-      float2 vr[kPairs];
-      load_row(vr, v + (size_t)j * p.D, p.D, lane);
+      float vj[kElems];
+      smem8(vj, vs[j] + (g.active ? g.col : 0));
 #pragma unroll
-      for (int i = 0; i < kPairs; ++i) {
-        o[i].x = fmaf(w, vr[i].x, o[i].x);
-        o[i].y = fmaf(w, vr[i].y, o[i].y);
-      }
+      for (int e = 0; e < kElems; ++e) os[e] = fmaf(w, vj[e], os[e]);
     }
     const float lse_s = mx + logf(sum);
-    float* lse_p = p.lse + (size_t)bh * p.S + t;
-    const float lse_w = *lse_p;
     const float hi = fmaxf(lse_w, lse_s);
     const float lse = hi + logf(expf(lse_w - hi) + expf(lse_s - hi));
     const float a = expf(lse_w - lse), c = expf(lse_s - lse) / sum;
-    T* out = static_cast<T*>(p.out) + b * p.out_sb + t * p.out_st + h * p.out_sh;
+    if (io) {
 #pragma unroll
-    for (int i = 0; i < kPairs; ++i) {
-      const int d = 2 * lane + 64 * i;
-      if (d >= p.D) break;
-      auto* cell = reinterpret_cast<typename P::type*>(out + d);
-      const float2 w = P::load(cell);
-      *cell = P::make(fmaf(a, w.x, c * o[i].x), fmaf(a, w.y, c * o[i].y));
+      for (int e = 0; e < kElems; ++e) ov[e] = fmaf(a, ov[e], c * os[e]);
+      store8(row_ptr<T>(p.out, g.b, t, g.h) + g.col, ov);
     }
-    __syncwarp();
-    if (lane == 0) *lse_p = lse;
+    __syncwarp();  // every lane of the row has read lse_w before it is overwritten
+    if (row_ok && g.col == 0) *lse_p = lse;
   }
 }
 
-// Each warp accumulates its rows' dk_j, dv_j in its own shared-memory slice (lane-owned
-// columns, no atomics); the block sums the slices and writes one partial per block.
-template <typename T>
-__global__ void __launch_bounds__(32 * kWarps, 3) sinks_backward_kernel(WindowSinksParams p) {
-  using P = Pair<T>;
-  extern __shared__ float acc_smem[];  // [kWarps][2][sinks][D]
+// The block's sum of acc (every thread's [NS][8] columns) into part [NS][D]: the two
+// row slots of a warp fold by one shuffle, the warps meet in shared memory.
+template <int NS>
+__device__ void write_partial(float (&acc)[NS][kElems], float (&red)[kWarps][NS][kMaxSinkHeadDim], float* part,
+                              const Geometry& g, int D) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
-  const int slice = p.sinks * p.D;
-  float* acc_k = acc_smem + (size_t)warp * 2 * slice;
-  float* acc_v = acc_k + slice;
-  const T* q = static_cast<const T*>(p.q) + (size_t)bh * p.S * p.D;
-  const T* k = static_cast<const T*>(p.k) + (size_t)bh * p.S * p.D;
-  const T* v = static_cast<const T*>(p.v) + (size_t)bh * p.S * p.D;
-  const T* dout = static_cast<const T*>(p.dout) + (size_t)bh * p.S * p.D;
-  for (int idx = lane; idx < 2 * slice; idx += 32) acc_k[idx] = 0.f;
-  __syncwarp();
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int t = p.window + (blockIdx.x * kWarps + warp) * kRowsPerWarp + r;
-    if (t >= p.S) break;
-    float2 qr[kPairs], gr[kPairs];
-    load_row(qr, q + (size_t)t * p.D, p.D, lane);
-    load_row(gr, dout + (size_t)t * p.D, p.D, lane);
-    const T* out_row = static_cast<const T*>(p.out) + b * p.out_sb + t * p.out_st + h * p.out_sh;
-    const float delta = dot_row(gr, out_row, p.D, lane);
-    float logit[kMaxSinks];
-    const int visible = sink_logits(logit, qr, k, t, p, lane);
-    const float lse = p.lse[(size_t)bh * p.S + t];
-    float2 dq[kPairs];
 #pragma unroll
-    for (int i = 0; i < kPairs; ++i) dq[i] = make_float2(0.f, 0.f);
+  for (int j = 0; j < NS; ++j)
 #pragma unroll
-    for (int j = 0; j < kMaxSinks; ++j) {
-      if (j >= visible) break;
-      const float pr = expf(logit[j] - lse);
-      const float ds = p.scale * pr * (dot_row(gr, v + (size_t)j * p.D, p.D, lane) - delta);
-      float2 kr[kPairs];
-      load_row(kr, k + (size_t)j * p.D, p.D, lane);
+    for (int e = 0; e < kElems; ++e) acc[j][e] += __shfl_xor_sync(0xffffffffu, acc[j][e], 16);
+  if (lane < 16 && g.active) {
 #pragma unroll
-      for (int i = 0; i < kPairs; ++i) {
-        const int d = 2 * lane + 64 * i;
-        dq[i].x = fmaf(ds, kr[i].x, dq[i].x);
-        dq[i].y = fmaf(ds, kr[i].y, dq[i].y);
-        if (d < p.D) {
-          float2* ck = reinterpret_cast<float2*>(acc_k + j * p.D + d);
-          float2* cv = reinterpret_cast<float2*>(acc_v + j * p.D + d);
-          const float2 a = *ck, c = *cv;
-          *ck = make_float2(fmaf(ds, qr[i].x, a.x), fmaf(ds, qr[i].y, a.y));
-          *cv = make_float2(fmaf(pr, gr[i].x, c.x), fmaf(pr, gr[i].y, c.y));
-        }
-      }
-    }
-    T* dq_row = static_cast<T*>(p.dq) + b * p.dq_sb + t * p.dq_st + h * p.dq_sh;
-#pragma unroll
-    for (int i = 0; i < kPairs; ++i) {
-      const int d = 2 * lane + 64 * i;
-      if (d >= p.D) break;
-      auto* cell = reinterpret_cast<typename P::type*>(dq_row + d);
-      const float2 w = P::load(cell);
-      *cell = P::make(w.x + dq[i].x, w.y + dq[i].y);
+    for (int j = 0; j < NS; ++j) {
+      float4* dst = reinterpret_cast<float4*>(red[warp][j] + g.col);
+      dst[0] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+      dst[1] = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
     }
   }
   __syncthreads();
-  // partial [blockIdx.x][bh][sinks][D] for dk, then for dv
-  const size_t part = ((size_t)blockIdx.x * gridDim.y + bh) * slice;
-  for (int idx = threadIdx.x; idx < slice; idx += 32 * kWarps) {
-    float sk = 0.f, sv = 0.f;
+  for (int idx = threadIdx.x; idx < NS * D; idx += kThreads) {
+    const int j = idx / D, d = idx % D;
+    float s = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      sk += acc_smem[(size_t)w * 2 * slice + idx];
-      sv += acc_smem[(size_t)w * 2 * slice + slice + idx];
-    }
-    p.dk_sinks[part + idx] = sk;
-    p.dv_sinks[part + idx] = sv;
+    for (int w = 0; w < kWarps; ++w) s += red[w][j][d];
+    part[idx] = s;
   }
+  __syncthreads();  // red is reused by the next call
+}
+
+template <typename T, int NS>
+__global__ void __launch_bounds__(kThreads, NS <= 4 ? 2 : 1) sinks_backward_kernel(WindowSinksParams p) {
+  __shared__ __align__(16) float ks[NS][kMaxSinkHeadDim];
+  __shared__ __align__(16) float vs[NS][kMaxSinkHeadDim];
+  __shared__ __align__(16) float red[kWarps][NS][kMaxSinkHeadDim];
+  const Geometry g = geometry(p);
+  load_sinks<T, NS>(ks, vs, p, g);
+  float acc_k[NS][kElems] = {}, acc_v[NS][kElems] = {};
+  for (int base = g.begin; base < g.end; base += kSlots) {
+    const int r = base + g.slot, t = p.window + r;
+    const bool row_ok = r < g.end, io = row_ok && g.active;
+    float qv[kElems], gv[kElems], ov[kElems], dqv[kElems];
+    T* dq_row = row_ptr<T>(p.dq, g.b, t, g.h) + g.col;
+    load8(qv, row_ptr<const T>(p.q, g.b, t, g.h) + g.col, io);
+    load8(gv, row_ptr<const T>(p.dout, g.b, t, g.h) + g.col, io);
+    load8(ov, row_ptr<const T>(p.out, g.b, t, g.h) + g.col, io);
+    load8(dqv, dq_row, io);
+    const float lse = row_ok ? p.lse[(size_t)g.bh * p.S + t] : 0.f;
+    const int visible = row_ok ? min(NS, r + 1) : 0;
+    const float delta = row_sum(dot8(gv, ov));
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      float kj[kElems], vj[kElems];
+      smem8(kj, ks[j] + (g.active ? g.col : 0));
+      smem8(vj, vs[j] + (g.active ? g.col : 0));
+      const float s = row_sum(g.active ? dot8(qv, kj) : 0.f);
+      const float dpv = row_sum(g.active ? dot8(gv, vj) : 0.f);
+      const float pr = j < visible ? expf(p.scale * s - lse) : 0.f;
+      const float ds = p.scale * pr * (dpv - delta);
+#pragma unroll
+      for (int e = 0; e < kElems; ++e) {
+        dqv[e] = fmaf(ds, kj[e], dqv[e]);
+        acc_k[j][e] = fmaf(ds, qv[e], acc_k[j][e]);
+        acc_v[j][e] = fmaf(pr, gv[e], acc_v[j][e]);
+      }
+    }
+    if (io) store8(dq_row, dqv);
+  }
+  const size_t part = ((size_t)blockIdx.x * gridDim.y + g.bh) * NS * p.D;
+  write_partial<NS>(acc_k, red, p.dk_part + part, g, p.D);
+  write_partial<NS>(acc_v, red, p.dv_part + part, g, p.D);
+}
+
+// dk[b, j, hk] += sum over chunks c and the group's query heads h of part[c][b, h][j];
+// the same for dv. One thread per element of the sink rows.
+template <typename T>
+__global__ void sinks_reduce_kernel(WindowSinksParams p, int chunks) {
+  const int n = p.B * p.Hk * p.sinks * p.D;
+  const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= n) return;
+  const int d = idx % p.D, j = (idx / p.D) % p.sinks, hk = (idx / (p.D * p.sinks)) % p.Hk;
+  const int b = idx / (p.D * p.sinks * p.Hk), G = p.H / p.Hk;
+  float sk = 0.f, sv = 0.f;
+  for (int c = 0; c < chunks; ++c)
+    for (int h = hk * G; h < (hk + 1) * G; ++h) {
+      const size_t off = ((((size_t)c * p.B + b) * p.H + h) * p.sinks + j) * p.D + d;
+      sk += p.dk_part[off];
+      sv += p.dv_part[off];
+    }
+  T* dk = row_ptr<T>(p.dk, b, j, hk) + d;
+  T* dv = row_ptr<T>(p.dv, b, j, hk) + d;
+  *dk = Conv<T>::from_float(Conv<T>::to_float(*dk) + sk);
+  *dv = Conv<T>::from_float(Conv<T>::to_float(*dv) + sv);
+}
+
+template <typename T, int NS>
+void launch_rows(const WindowSinksParams& p, bool backward, cudaStream_t stream) {
+  const dim3 grid(window_sinks_chunks(p.B, p.H, p.S, p.window), p.B * p.H);
+  if (backward)
+    sinks_backward_kernel<T, NS><<<grid, kThreads, 0, stream>>>(p);
+  else
+    sinks_forward_kernel<T, NS><<<grid, kThreads, 0, stream>>>(p);
 }
 
 template <typename T>
 void launch(const WindowSinksParams& p, bool backward, cudaStream_t stream) {
-  const int blocks = window_sinks_blocks(p.S, p.window);
-  if (blocks == 0 || p.sinks <= 0) return;
-  const dim3 grid(blocks, p.B * p.H);
-  if (backward) {
-    const size_t smem = sizeof(float) * kWarps * 2 * p.sinks * p.D;
-    sinks_backward_kernel<T><<<grid, 32 * kWarps, smem, stream>>>(p);
+  if (p.S <= p.window || p.sinks <= 0 || p.sinks > kMaxSinks) return;
+  switch (p.sinks) {
+    case 1: launch_rows<T, 1>(p, backward, stream); break;
+    case 2: launch_rows<T, 2>(p, backward, stream); break;
+    case 3: launch_rows<T, 3>(p, backward, stream); break;
+    case 4: launch_rows<T, 4>(p, backward, stream); break;
+    case 5: launch_rows<T, 5>(p, backward, stream); break;
+    case 6: launch_rows<T, 6>(p, backward, stream); break;
+    case 7: launch_rows<T, 7>(p, backward, stream); break;
+    default: launch_rows<T, 8>(p, backward, stream); break;
   }
-  else sinks_forward_kernel<T><<<grid, 32 * kWarps, 0, stream>>>(p);
+  if (backward) {
+    const int n = p.B * p.Hk * p.sinks * p.D;
+    sinks_reduce_kernel<T><<<(n + 255) / 256, 256, 0, stream>>>(p, window_sinks_chunks(p.B, p.H, p.S, p.window));
+  }
+}
+
+int multiprocessors() {
+  static const int count = [] {
+    int dev = 0, n = 132;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    return n;
+  }();
+  return count;
 }
 
 }  // namespace
 
-void window_sinks_forward(const WindowSinksParams& p, cudaStream_t stream) {
-  p.half ? launch<__half>(p, false, stream) : launch<__nv_bfloat16>(p, false, stream);
+int window_sinks_chunks(int B, int H, int S, int window) {
+  const int tail = S - window;
+  if (tail <= 0) return 0;
+  // About eight blocks per multiprocessor in all, each with at least a row per slot.
+  const long long bh = static_cast<long long>(B) * H;
+  const long long want = (8LL * multiprocessors() + bh - 1) / bh;
+  const long long most = (tail + kSlots - 1) / kSlots;
+  return static_cast<int>(std::max(1LL, std::min(want, most)));
 }
 
-int window_sinks_blocks(int S, int window) {
-  const int rows_per_block = kWarps * kRowsPerWarp;
-  return S > window ? (S - window + rows_per_block - 1) / rows_per_block : 0;
+void window_sinks_forward(const WindowSinksParams& p, cudaStream_t stream) {
+  p.half ? launch<__half>(p, false, stream) : launch<__nv_bfloat16>(p, false, stream);
 }
 
 void window_sinks_backward(const WindowSinksParams& p, cudaStream_t stream) {

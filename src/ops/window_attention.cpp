@@ -16,8 +16,10 @@ namespace {
 
 void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   XD_CHECK(q.dim() == 4, op, ": q must be [B,H,S,D], got ", shape_of(q));
-  XD_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), op, ": k ", shape_of(k), " and v ", shape_of(v),
-           " must match q ", shape_of(q));
+  XD_CHECK(k.dim() == 4 && k.sizes() == v.sizes() && k.size(0) == q.size(0) && k.size(2) == q.size(2) &&
+               k.size(3) == q.size(3) && k.size(1) >= 1 && q.size(1) % k.size(1) == 0,
+           op, ": k ", shape_of(k), " and v ", shape_of(v), " must be [B,Hk,S,D] like q ", shape_of(q),
+           " with Hk dividing H");
   XD_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), op,
            ": q, k, v must share a dtype; got ", q.scalar_type(), ", ", k.scalar_type(), ", ", v.scalar_type());
   XD_CHECK(at::isFloatingType(q.scalar_type()), op, ": q, k, v must be floating point, got ", q.scalar_type());
@@ -93,10 +95,13 @@ at::Tensor window_attention_step(const at::Tensor& q, const at::Tensor& k, const
     keys = at::cat({cache.sink_k.narrow(2, 0, old_sinks), keys}, 2);
     values = at::cat({cache.sink_v.narrow(2, 0, old_sinks), values}, 2);
   }
+  // Query heads grouped by key/value head: [B,Hk,G,D] against [B,Hk,n,D].
+  const int64_t B = q.size(0), H = q.size(1), Hk = k.size(1), D = q.size(3);
   const auto ct = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  const auto logits = at::matmul(q.to(ct), keys.to(ct).transpose(-1, -2)) * scale;
-  return at::matmul(at::softmax(logits, -1), values.to(ct)).to(q.scalar_type());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const auto qg = q.to(ct).reshape({B, Hk, H / Hk, D});
+  const auto logits = at::matmul(qg, keys.to(ct).transpose(-1, -2)) * scale;
+  return at::matmul(at::softmax(logits, -1), values.to(ct)).reshape({B, H, 1, D}).to(q.scalar_type());
 }
 
 }  // namespace xd::ops

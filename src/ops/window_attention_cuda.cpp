@@ -8,10 +8,12 @@
 #include <torch/autograd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
 #include "ops/window_attention_cuda.h"
+#include "ops/window_heads.h"
 #include "window_sinks_params.h"
 #include "xdistill/util/error.h"
 
@@ -20,53 +22,58 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+namespace xk = xd::kernels;
 
-// Logits of the tail queries (positions t >= window) against the sink keys j that
-// are outside their window (t - j >= window), masked elsewhere. [B,H,S-window,ns] f32.
-at::Tensor sink_logits(const at::Tensor& q, const at::Tensor& k, int64_t window, int64_t ns, double scale) {
-  const int64_t tail = q.size(2) - window;
-  const auto qt = q.narrow(2, window, tail).to(at::kFloat);
-  const auto ks = k.narrow(2, 0, ns).to(at::kFloat);
-  auto logits = at::matmul(qt, ks.transpose(-1, -2)) * scale;
-  // Tail row r is position window + r; it sees sink j iff r >= j.
-  const auto r = at::arange(tail, q.options().dtype(at::kLong)).unsqueeze(-1);
-  const auto j = at::arange(ns, q.options().dtype(at::kLong)).unsqueeze(0);
-  return logits.masked_fill(r < j, -std::numeric_limits<float>::infinity());
+// Rows the kernels (flash attention's and ours) can read with 16-byte loads: unit last
+// stride, other strides multiples of 8 elements, 16-byte aligned start.
+bool aligned_rows(const at::Tensor& x) {
+  return x.stride(3) == 1 && x.stride(0) % 8 == 0 && x.stride(1) % 8 == 0 && x.stride(2) % 8 == 0 &&
+         reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
 }
 
-namespace xk = xd::kernels;
+// [B,H,S,D] (any strides) -> the [B,S,H,D] view flash attention takes; a copy only
+// when the rows are not aligned (a [B,H,S,D] view of a [B,S,H,D] projection is free).
+at::Tensor flash_layout(const at::Tensor& x) {
+  const auto t = x.transpose(1, 2);
+  return aligned_rows(t) ? t : t.clone(at::MemoryFormat::Contiguous);  // a fresh, aligned allocation
+}
 
 // The fused sink kernels (kernels/window_sinks.cu) cover up to kMaxSinks sinks and
 // head dims up to kMaxSinkHeadDim; XD_WINDOW_SINKS=aten selects the ATen merge.
-bool fused_sinks(int64_t ns, const at::Tensor& q, const at::Tensor& lse) {
+bool fused_sinks(int64_t ns, const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb, const at::Tensor& lse) {
   const char* env = std::getenv("XD_WINDOW_SINKS");
   if (env && std::string(env) == "aten") return false;
-  return ns <= xk::kMaxSinks && q.size(3) <= xk::kMaxSinkHeadDim && lse.is_contiguous() &&
-         lse.sizes() == at::IntArrayRef({q.size(0), q.size(1), q.size(2)});
+  return ns <= xk::kMaxSinks && qb.size(3) <= xk::kMaxSinkHeadDim && qb.size(0) * qb.size(2) <= 65535 &&
+         aligned_rows(qb) && aligned_rows(kb) && aligned_rows(vb) &&
+         lse.is_contiguous() && lse.sizes() == at::IntArrayRef({qb.size(0), qb.size(2), qb.size(1)});
 }
 
-// The parameters shared by the forward and backward sink kernels. out: flash
-// attention's [B,S,H,D] tensor (any strides with a unit last one).
-xk::WindowSinksParams sink_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-                                  const at::Tensor& lse, int64_t window, int64_t ns, double scale) {
-  XD_CHECK(out.stride(3) == 1, "window_attention: flash attention output with a non-unit last stride");
+xk::StridedRows rows(const at::Tensor& x) {  // x: [B,S,heads,D] with aligned rows
+  XD_CHECK(aligned_rows(x), "window_attention: a [B,S,H,D] tensor ", x.sizes(), " with strides ", x.strides(),
+           " is not 16-byte aligned per row");
+  return {x.data_ptr(), x.stride(0), x.stride(1), x.stride(2)};
+}
+
+// The parameters shared by the forward and backward sink kernels; every tensor in
+// flash attention's [B,S,heads,D] layout.
+xk::WindowSinksParams sink_params(const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb,
+                                  const at::Tensor& out, const at::Tensor& lse, int64_t window, int64_t ns,
+                                  double scale) {
   xk::WindowSinksParams p{};
-  p.q = q.data_ptr();
-  p.k = k.data_ptr();
-  p.v = v.data_ptr();
-  p.out = out.data_ptr();
+  p.q = rows(qb);
+  p.k = rows(kb);
+  p.v = rows(vb);
+  p.out = rows(out);
   p.lse = lse.data_ptr<float>();
-  p.half = q.scalar_type() == at::kHalf;
+  p.half = qb.scalar_type() == at::kHalf;
   p.scale = static_cast<float>(scale);
-  p.B = static_cast<int>(q.size(0));
-  p.H = static_cast<int>(q.size(1));
-  p.S = static_cast<int>(q.size(2));
-  p.D = static_cast<int>(q.size(3));
+  p.B = static_cast<int>(qb.size(0));
+  p.S = static_cast<int>(qb.size(1));
+  p.H = static_cast<int>(qb.size(2));
+  p.Hk = static_cast<int>(kb.size(2));
+  p.D = static_cast<int>(qb.size(3));
   p.window = static_cast<int>(window);
   p.sinks = static_cast<int>(ns);
-  p.out_sb = out.stride(0);
-  p.out_st = out.stride(1);
-  p.out_sh = out.stride(2);
   return p;
 }
 
@@ -75,35 +82,78 @@ void check_launch(const char* what) {
   if (e != cudaSuccess) throw Error(std::string("window_attention: CUDA kernel ") + what + " failed: " + cudaGetErrorString(e));
 }
 
+// Logits of the tail queries (positions t >= window) against the sink keys j that
+// are outside their window (t - j >= window), masked elsewhere. q [B,H,S,D], k
+// [B,Hk,S,D] (views); returns [B,H,S-window,ns] float32.
+at::Tensor sink_logits(const at::Tensor& q, const at::Tensor& k, int64_t window, int64_t ns, double scale) {
+  const int64_t tail = q.size(2) - window;
+  const auto qt = q.narrow(2, window, tail).to(at::kFloat);
+  const auto ks = repeat_kv(k.narrow(2, 0, ns).to(at::kFloat), q.size(1));
+  auto logits = at::matmul(qt, ks.transpose(-1, -2)) * scale;
+  // Tail row r is position window + r; it sees sink j iff r >= j.
+  const auto r = at::arange(tail, q.options().dtype(at::kLong)).unsqueeze(-1);
+  const auto j = at::arange(ns, q.options().dtype(at::kLong)).unsqueeze(0);
+  return logits.masked_fill(r < j, -std::numeric_limits<float>::infinity());
+}
+
+// The sink merge with ATen operations (fallback and XD_WINDOW_SINKS=aten); q, k, v
+// [B,H|Hk,S,D] views, out [B,S,H,D], lse [B,H,S], both merged in place.
+void aten_sinks_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& out,
+                        at::Tensor& lse, int64_t window, int64_t ns, double scale) {
+  const int64_t tail = q.size(2) - window;
+  const auto logits = sink_logits(q, k, window, ns, scale);
+  const auto lse_s = at::logsumexp(logits, -1);  // finite: sink 0 is always visible
+  const auto vs = repeat_kv(v.narrow(2, 0, ns).to(at::kFloat), q.size(1));
+  const auto o_s = at::matmul(at::exp(logits - lse_s.unsqueeze(-1)), vs);
+  auto lse_w = lse.narrow(2, window, tail);
+  const auto lse_all = at::logaddexp(lse_w, lse_s);
+  auto out_w = out.narrow(1, window, tail).transpose(1, 2);  // [B,H,tail,D] view into out
+  const auto merged =
+      out_w.to(at::kFloat) * at::exp(lse_w - lse_all).unsqueeze(-1) + o_s * at::exp(lse_s - lse_all).unsqueeze(-1);
+  out_w.copy_(merged);
+  lse_w.copy_(lse_all);
+}
+
+// The sinks' share of the gradients with ATen operations; every tensor a [B,heads,S,D]
+// view, dq/dk/dv updated in place.
+void aten_sinks_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                         const at::Tensor& lse, const at::Tensor& dout, at::Tensor& dq, at::Tensor& dk, at::Tensor& dv,
+                         int64_t window, int64_t ns, double scale) {
+  const int64_t tail = q.size(2) - window, Hk = k.size(1);
+  const auto logits = sink_logits(q, k, window, ns, scale);
+  const auto p = at::exp(logits - lse.narrow(2, window, tail).unsqueeze(-1));  // merged softmax
+  const auto go = dout.narrow(2, window, tail).to(at::kFloat);
+  const auto o = out.narrow(2, window, tail).to(at::kFloat);
+  const auto delta = (go * o).sum(-1, /*keepdim=*/true);
+  const auto vs = repeat_kv(v.narrow(2, 0, ns).to(at::kFloat), q.size(1));
+  const auto ks = repeat_kv(k.narrow(2, 0, ns).to(at::kFloat), q.size(1));
+  const auto ds = p * (at::matmul(go, vs.transpose(-1, -2)) - delta) * scale;
+  auto dq_tail = dq.narrow(2, window, tail);
+  dq_tail.copy_(dq_tail.to(at::kFloat) + at::matmul(ds, ks));
+  auto dk_s = dk.narrow(2, 0, ns), dv_s = dv.narrow(2, 0, ns);
+  const auto qt = q.narrow(2, window, tail).to(at::kFloat);
+  dk_s.copy_(dk_s.to(at::kFloat) + sum_groups(at::matmul(ds.transpose(-1, -2), qt), Hk));
+  dv_s.copy_(dv_s.to(at::kFloat) + sum_groups(at::matmul(p.transpose(-1, -2), go), Hk));
+}
+
 class WindowAttentionFunction : public torch::autograd::Function<WindowAttentionFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                int64_t window, int64_t sinks) {
     const int64_t S = q.size(2);
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-    // Flash attention takes [B,S,H,D] with a unit last stride: a transposed view.
-    const auto qb = q.transpose(1, 2), kb = k.transpose(1, 2), vb = v.transpose(1, 2);
+    const auto qb = flash_layout(q), kb = flash_layout(k), vb = flash_layout(v);
     auto [out, lse, rng, unused, debug] = at::_flash_attention_forward(
         qb, kb, vb, c10::nullopt, c10::nullopt, S, S, 0.0, /*is_causal=*/true, /*return_debug_mask=*/false, scale,
         /*window_size_left=*/window - 1, /*window_size_right=*/0);
     const int64_t ns = std::min(sinks, S);
-    if (ns > 0 && S > window && fused_sinks(ns, q, lse)) {
-      xk::window_sinks_forward(sink_params(q, k, v, out, lse, window, ns, scale), at::cuda::getCurrentCUDAStream());
+    if (ns > 0 && S > window && fused_sinks(ns, qb, kb, vb, lse)) {
+      xk::window_sinks_forward(sink_params(qb, kb, vb, out, lse, window, ns, scale), at::cuda::getCurrentCUDAStream());
       check_launch("window_sinks_forward");
     } else if (ns > 0 && S > window) {
-      const int64_t tail = S - window;
-      const auto logits = sink_logits(q, k, window, ns, scale);
-      const auto lse_s = at::logsumexp(logits, -1);  // finite: sink 0 is always visible
-      const auto o_s = at::matmul(at::exp(logits - lse_s.unsqueeze(-1)), v.narrow(2, 0, ns).to(at::kFloat));
-      auto lse_w = lse.narrow(2, window, tail);
-      const auto lse_all = at::logaddexp(lse_w, lse_s);
-      auto out_w = out.narrow(1, window, tail).transpose(1, 2);  // [B,H,tail,D] view into out
-      const auto merged = out_w.to(at::kFloat) * at::exp(lse_w - lse_all).unsqueeze(-1) +
-                          o_s * at::exp(lse_s - lse_all).unsqueeze(-1);
-      out_w.copy_(merged);
-      lse_w.copy_(lse_all);
+      aten_sinks_forward(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2), out, lse, window, ns, scale);
     }
-    ctx->save_for_backward({q, k, v, out, lse, rng, unused});
+    ctx->save_for_backward({qb, kb, vb, out, lse, rng, unused});
     ctx->saved_data["window"] = window;
     ctx->saved_data["sinks"] = ns;
     return {out.transpose(1, 2)};
@@ -111,54 +161,36 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
+    const auto &qb = saved[0], &kb = saved[1], &vb = saved[2], &out = saved[3], &lse = saved[4];
     const int64_t window = ctx->saved_data["window"].toInt(), ns = ctx->saved_data["sinks"].toInt();
-    const int64_t S = q.size(2);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
-    const auto dout = grads[0].transpose(1, 2).contiguous();
-    auto [dq, dk, dv] = at::_flash_attention_backward(dout, q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                      out, lse, at::Tensor(), at::Tensor(), S, S, 0.0, true,
-                                                      saved[5], saved[6], scale, window - 1, 0);
-    dq = dq.transpose(1, 2);  // [B,H,S,D] views
-    dk = dk.transpose(1, 2);
-    dv = dv.transpose(1, 2);
-    if (ns > 0 && S > window && fused_sinks(ns, q, lse)) {
-      const auto go = grads[0].contiguous();
-      // One float32 partial per block of rows; every block writes its whole slice.
-      const int64_t blocks = xk::window_sinks_blocks(static_cast<int>(S), static_cast<int>(window));
-      auto dk_s = at::empty({blocks, q.size(0) * q.size(1), ns, q.size(3)}, q.options().dtype(at::kFloat));
-      auto dv_s = at::empty_like(dk_s);
-      auto p = sink_params(q, k, v, out, lse, window, ns, scale);
-      XD_CHECK(dq.stride(3) == 1, "window_attention: flash attention dq with a non-unit last stride");
-      p.dout = go.data_ptr();
-      p.dq = dq.data_ptr();
-      p.dq_sb = dq.stride(0);  // dq is the [B,H,S,D] view here
-      p.dq_st = dq.stride(2);
-      p.dq_sh = dq.stride(1);
-      p.dk_sinks = dk_s.data_ptr<float>();
-      p.dv_sinks = dv_s.data_ptr<float>();
+    const int64_t S = qb.size(1);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(qb.size(3)));
+    // Flash attention's backward copies dout and out unless they are contiguous in
+    // [B,S,H,D]: free when the caller's layout is that of the projections.
+    auto dout = grads[0].transpose(1, 2);
+    if (!dout.is_contiguous() || !aligned_rows(dout)) dout = dout.clone(at::MemoryFormat::Contiguous);
+    auto [dq, dk, dv] = at::_flash_attention_backward(dout, qb, kb, vb, out, lse, at::Tensor(), at::Tensor(), S, S,
+                                                      0.0, true, saved[5], saved[6], scale, window - 1, 0);
+    if (ns > 0 && S > window && fused_sinks(ns, qb, kb, vb, lse) && aligned_rows(dq) && aligned_rows(dk) &&
+        aligned_rows(dv) && aligned_rows(out) && aligned_rows(dout)) {
+      const int64_t chunks = xk::window_sinks_chunks(static_cast<int>(qb.size(0)), static_cast<int>(qb.size(2)),
+                                                     static_cast<int>(S), static_cast<int>(window));
+      auto part = at::empty({2, chunks, qb.size(0) * qb.size(2), ns, qb.size(3)}, qb.options().dtype(at::kFloat));
+      auto p = sink_params(qb, kb, vb, out, lse, window, ns, scale);
+      p.dout = rows(dout);
+      p.dq = rows(dq);
+      p.dk = rows(dk);
+      p.dv = rows(dv);
+      p.dk_part = part[0].data_ptr<float>();
+      p.dv_part = part[1].data_ptr<float>();
       xk::window_sinks_backward(p, at::cuda::getCurrentCUDAStream());
       check_launch("window_sinks_backward");
-      const auto shape = std::vector<int64_t>{q.size(0), q.size(1), ns, q.size(3)};
-      auto dk_head = dk.narrow(2, 0, ns), dv_head = dv.narrow(2, 0, ns);
-      dk_head.copy_(dk_head.to(at::kFloat) + dk_s.sum(0).view(shape));
-      dv_head.copy_(dv_head.to(at::kFloat) + dv_s.sum(0).view(shape));
     } else if (ns > 0 && S > window) {
-      const int64_t tail = S - window;
-      const auto logits = sink_logits(q, k, window, ns, scale);
-      const auto p = at::exp(logits - lse.narrow(2, window, tail).unsqueeze(-1));  // merged softmax
-      const auto go = grads[0].narrow(2, window, tail).to(at::kFloat);
-      const auto o = out.narrow(1, window, tail).transpose(1, 2).to(at::kFloat);
-      const auto delta = (go * o).sum(-1, /*keepdim=*/true);
-      const auto vs = v.narrow(2, 0, ns).to(at::kFloat), ks = k.narrow(2, 0, ns).to(at::kFloat);
-      const auto ds = p * (at::matmul(go, vs.transpose(-1, -2)) - delta) * scale;
-      auto dq_tail = dq.narrow(2, window, tail);
-      dq_tail.copy_(dq_tail.to(at::kFloat) + at::matmul(ds, ks));
-      auto dk_s = dk.narrow(2, 0, ns), dv_s = dv.narrow(2, 0, ns);
-      dk_s.copy_(dk_s.to(at::kFloat) + at::matmul(ds.transpose(-1, -2), q.narrow(2, window, tail).to(at::kFloat)));
-      dv_s.copy_(dv_s.to(at::kFloat) + at::matmul(p.transpose(-1, -2), go));
+      auto dq4 = dq.transpose(1, 2), dk4 = dk.transpose(1, 2), dv4 = dv.transpose(1, 2);
+      aten_sinks_backward(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2), out.transpose(1, 2),
+                          lse, dout.transpose(1, 2), dq4, dk4, dv4, window, ns, scale);
     }
-    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+    return {dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -172,7 +204,7 @@ bool window_attention_cuda_supports(const at::Tensor& q) {
 
 at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                                  int64_t sinks) {
-  return WindowAttentionFunction::apply(q.contiguous(), k.contiguous(), v.contiguous(), window, sinks)[0];
+  return WindowAttentionFunction::apply(q, k, v, window, sinks)[0];
 }
 
 }  // namespace xd::ops::detail

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "ops/window_heads.h"
 #include "xdistill/ops/window_attention.h"
 
 namespace xd::ops::reference {
@@ -35,13 +36,14 @@ at::Tensor window_attention_dense(const at::Tensor& q, const at::Tensor& k, cons
   const int64_t S = q.size(2);
   const auto pos = at::arange(S, q.options().dtype(at::kLong));
   const auto mask = visible_mask(0, S, pos, window, sinks);
-  return masked_softmax_attention(q.to(t), k.to(t), v.to(t), mask).to(q.scalar_type());
+  const int64_t H = q.size(1);
+  return masked_softmax_attention(q.to(t), repeat_kv(k.to(t), H), repeat_kv(v.to(t), H), mask).to(q.scalar_type());
 }
 
 at::Tensor window_attention_blocked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                                     int64_t sinks) {
   const auto t = compute_type(q);
-  const auto qc = q.to(t), kc = k.to(t), vc = v.to(t);
+  const auto qc = q.to(t), kc = repeat_kv(k.to(t), q.size(1)), vc = repeat_kv(v.to(t), q.size(1));
   const int64_t S = q.size(2), block = 256;
   const auto long_opts = q.options().dtype(at::kLong);
   std::vector<at::Tensor> outs;

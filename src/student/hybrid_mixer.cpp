@@ -15,20 +15,21 @@ HybridMixer::HybridMixer(const models::BlockConfig& block, const at::TensorOptio
   hybrid->to(options.device(), options.dtype().toScalarType());
 }
 
-HybridInputs HybridMixer::inputs(const at::Tensor& x, const models::MixerContext& ctx) const {
-  const Qkv plain = project_unrotated(x);
-  const Qkv rotated = rotate(plain, ctx);
-  const int64_t groups = block_.num_heads / block_.num_kv_heads;
-  // As HF's repeat_kv: KV head g serves query heads g*groups .. g*groups+groups-1.
-  auto repeat = [&](const at::Tensor& t) { return groups == 1 ? t : t.repeat_interleave(groups, 1); };
+HybridInputs hybrid_inputs(const at::Tensor& x, const models::AttentionMixer::Qkv& plain,
+                           const models::AttentionMixer::Qkv& rotated) {
   HybridInputs in;
   in.x = x;
   in.q = rotated.q;
-  in.k = repeat(rotated.k);
-  in.v = repeat(rotated.v);
+  in.k = rotated.k;
+  in.v = rotated.v;
   in.q_gate = plain.q;
-  in.k_gate = repeat(plain.k);
+  in.k_gate = plain.k;
   return in;
+}
+
+HybridInputs HybridMixer::inputs(const at::Tensor& x, const models::MixerContext& ctx) const {
+  const Qkv plain = project_unrotated(x);
+  return hybrid_inputs(x, plain, rotate(plain, ctx));
 }
 
 at::Tensor HybridMixer::forward_pre_out(const at::Tensor& x, const models::MixerContext& ctx) {
@@ -41,6 +42,7 @@ at::Tensor HybridMixer::forward_pre_out(const at::Tensor& x, const models::Mixer
   } else {
     out = hybrid->forward(in);
   }
+  // out is a [B,H,T,Dh] view of a [B,T,H,Dh] tensor: this reshape is free.
   const int64_t B = x.size(0), T = x.size(1);
   return out.transpose(1, 2).reshape({B, T, -1});
 }

@@ -18,23 +18,49 @@ using namespace xd;
 #define XD_REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
 
-void check(int64_t B, int64_t H, int64_t S, int64_t D, int64_t window, int64_t sinks, at::ScalarType dtype, double tol) {
+struct Case {
+  int64_t B, H, S, D, window, sinks;
+  at::ScalarType dtype;
+  double tol;
+  int64_t Hk = 0;        // key/value heads; 0: H
+  bool strided = false;  // q, k, v as [B,H,S,D] views of [B,S,H,D] tensors (the projections' layout)
+  bool blocked_oracle = false;  // the blocked float64 reference (tested against the dense one on the CPU)
+};
+
+void check(const Case& c) {
+  const int64_t Hk = c.Hk > 0 ? c.Hk : c.H;
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  auto q = at::randn({B, H, S, D}, f64).to(dtype), k = at::randn({B, H, S, D}, f64).to(dtype),
-       v = at::randn({B, H, S, D}, f64).to(dtype);
-  const auto g = at::randn({B, H, S, D}, f64);
+  auto draw = [&](int64_t heads) {
+    return c.strided ? at::randn({c.B, c.S, heads, c.D}, f64).to(c.dtype).transpose(1, 2)
+                     : at::randn({c.B, heads, c.S, c.D}, f64).to(c.dtype);
+  };
+  const auto q = draw(c.H), k = draw(Hk), v = draw(Hk);
+  const auto g = at::randn({c.B, c.H, c.S, c.D}, f64);
   std::vector<at::Tensor> ref_leaves{q.to(at::kDouble).requires_grad_(true), k.to(at::kDouble).requires_grad_(true),
                                      v.to(at::kDouble).requires_grad_(true)};
-  const auto ref = ops::reference::window_attention_dense(ref_leaves[0], ref_leaves[1], ref_leaves[2], window, sinks);
+  const auto oracle = c.blocked_oracle ? ops::reference::window_attention_blocked
+                                       : ops::reference::window_attention_dense;
+  const auto ref = oracle(ref_leaves[0], ref_leaves[1], ref_leaves[2], c.window, c.sinks);
   const auto ref_grads = torch::autograd::grad({(ref * g).sum()}, ref_leaves);
-  std::vector<at::Tensor> leaves{q.cuda().requires_grad_(true), k.cuda().requires_grad_(true),
-                                 v.cuda().requires_grad_(true)};
-  const auto out = ops::window_attention(leaves[0], leaves[1], leaves[2], window, sinks);
+  // Leaves on the GPU in the same layout (.cuda() keeps the strides of a transposed view).
+  std::vector<at::Tensor> leaves{q.cuda().detach().requires_grad_(true), k.cuda().detach().requires_grad_(true),
+                                 v.cuda().detach().requires_grad_(true)};
+  if (c.strided) ASSERT_FALSE(leaves[0].is_contiguous());
+  const auto out = ops::window_attention(leaves[0], leaves[1], leaves[2], c.window, c.sinks);
   const auto grads = torch::autograd::grad({(out.to(at::kDouble) * g.cuda()).sum()}, leaves);
   std::ostringstream what;
-  what << c10::toString(dtype) << " S=" << S << " D=" << D << " window=" << window << " sinks=" << sinks;
-  XD_EXPECT_CLOSE(out, ref, tol, what.str() + " out");
-  for (int j = 0; j < 3; ++j) XD_EXPECT_CLOSE(grads[j], ref_grads[j], tol, what.str() + " d" + "qkv"[j]);
+  what << c10::toString(c.dtype) << " S=" << c.S << " D=" << c.D << " H=" << c.H << " Hk=" << Hk
+       << " window=" << c.window << " sinks=" << c.sinks << (c.strided ? " strided" : "");
+  ASSERT_EQ(out.sizes(), q.sizes()) << what.str();
+  XD_EXPECT_CLOSE(out, ref, c.tol, what.str() + " out");
+  for (int j = 0; j < 3; ++j) {
+    ASSERT_EQ(grads[j].sizes(), ref_grads[j].sizes()) << what.str();
+    XD_EXPECT_CLOSE(grads[j], ref_grads[j], c.tol, what.str() + " d" + "qkv"[j]);
+  }
+}
+
+void check(int64_t B, int64_t H, int64_t S, int64_t D, int64_t window, int64_t sinks, at::ScalarType dtype, double tol) {
+  check(Case{B, H, S, D, window, sinks, dtype, tol});
 }
 
 TEST(WindowCuda, BFloat16MatchesDenseOracle) {
@@ -54,6 +80,31 @@ TEST(WindowCuda, AtenSinkMergeMatchesDenseOracle) {
   for (int64_t S : {513, 1100}) check(1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2);
   check(2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2);
   unsetenv("XD_WINDOW_SINKS");
+}
+
+// Grouped-query attention (Hk key/value heads) and strided [B,H,S,D] views of
+// [B,S,H,D] tensors, on the fused sink kernels, the ATen merge and float32.
+TEST(WindowCuda, GroupedQueryAndStridedMatchDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(5);
+  for (int64_t S : {511, 513, 1100}) check(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
+  check(Case{1, 4, 700, 128, 512, 4, at::kBFloat16, 1e-2, 1, false});
+  check(Case{1, 6, 239, 64, 16, 4, at::kBFloat16, 1e-2, 3, true});
+  check(Case{1, 4, 300, 64, 32, 7, at::kHalf, 1e-2, 2, true});
+  check(Case{2, 4, 600, 128, 512, 4, at::kBFloat16, 1e-2, 4, true});  // strided, plain multi-head
+  check(Case{1, 4, 100, 32, 16, 3, at::kFloat, 1e-5, 2, true});
+  setenv("XD_WINDOW_SINKS", "aten", 1);
+  check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
+  unsetenv("XD_WINDOW_SINKS");
+}
+
+// Enough heads that each block's row slots run several rows (and the dk/dv partials
+// of several blocks and query heads meet), against the blocked float64 reference.
+TEST(WindowCuda, ManyRowsPerBlockMatchBlockedOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(6);
+  check(Case{4, 16, 1088, 64, 64, 8, at::kBFloat16, 1e-2, 4, true, true});
+  check(Case{2, 32, 1000, 128, 200, 4, at::kHalf, 1e-2, 8, true, true});
 }
 
 TEST(WindowCuda, Float32MatchesDenseOracle) {

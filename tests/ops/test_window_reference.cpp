@@ -1,6 +1,7 @@
 // Sliding-window + sink attention on the CPU: blocked form against the dense
 // masked oracle (outputs and gradients, lengths around the window), the exact
-// visibility rule on a hand-built case, and the generation cache.
+// visibility rule on a hand-built case, grouped-query attention against repeated
+// keys, and the generation cache.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -68,9 +69,51 @@ TEST(WindowReference, CacheStepsEqualOneCall) {
   EXPECT_EQ(cache.length, S);
 }
 
+// Grouped-query attention: k, v with Hk heads give exactly what the same keys
+// repeated per query head give (at::repeat_interleave, as HF's repeat_kv), outputs
+// and gradients (those of k, v summed over each group by autograd). Inputs arrive as
+// [B,H,S,D] views of [B,S,H,D] tensors, as the student's projections make them.
+TEST(WindowReference, GroupedQueryEqualsRepeatedKeys) {
+  at::manual_seed(5);
+  const int64_t B = 2, H = 6, S = 40, D = 8, window = 16, sinks = 3;
+  for (int64_t Hk : {1, 2, 3}) {
+    auto q = at::randn({B, S, H, D}, kF64).requires_grad_(true);
+    auto k = at::randn({B, S, Hk, D}, kF64).requires_grad_(true);
+    auto v = at::randn({B, S, Hk, D}, kF64).requires_grad_(true);
+    const auto qh = q.transpose(1, 2), kh = k.transpose(1, 2), vh = v.transpose(1, 2);
+    const auto out = ops::window_attention(qh, kh, vh, window, sinks);
+    const auto ref = ops::window_attention(qh, kh.repeat_interleave(H / Hk, 1), vh.repeat_interleave(H / Hk, 1),
+                                           window, sinks);
+    const auto dense = ops::reference::window_attention_dense(qh, kh, vh, window, sinks);
+    const std::string what = "Hk=" + std::to_string(Hk);
+    ASSERT_EQ(out.sizes(), qh.sizes()) << what;
+    XD_EXPECT_CLOSE(out, ref, 1e-12, what + " out");
+    XD_EXPECT_CLOSE(dense, ref, 1e-12, what + " dense out");
+    const auto g = grads_of(out, {q, k, v}, 7), g_ref = grads_of(ref, {q, k, v}, 7);
+    for (int j = 0; j < 3; ++j) XD_EXPECT_CLOSE(g[j], g_ref[j], 1e-12, what + " d" + "qkv"[j]);
+  }
+}
+
+TEST(WindowReference, GroupedQueryCacheStepsEqualOneCall) {
+  at::manual_seed(6);
+  const int64_t S = 23, window = 8, sinks = 2, prompt = 5, H = 4, Hk = 2;
+  const auto q = at::randn({2, H, S, 4}), k = at::randn({2, Hk, S, 4}), v = at::randn({2, Hk, S, 4});
+  const auto ref = ops::window_attention(q, k, v, window, sinks);
+  ops::WindowCache cache(2, Hk, 4, window, sinks, q.options());
+  cache.append(k.narrow(2, 0, prompt), v.narrow(2, 0, prompt));
+  std::vector<at::Tensor> outs;
+  for (int64_t t = prompt; t < S; ++t)
+    outs.push_back(ops::window_attention_step(q.narrow(2, t, 1), k.narrow(2, t, 1), v.narrow(2, t, 1), cache));
+  XD_EXPECT_CLOSE(at::cat(outs, 2), ref.narrow(2, prompt, S - prompt), 1e-5, "grouped steps after a prompt");
+}
+
 TEST(WindowReference, RejectsBadInputs) {
   const auto q = at::randn({1, 2, 8, 4});
   EXPECT_THROW(ops::window_attention(q, q.narrow(2, 0, 7), q), Error);
+  const auto k3 = at::randn({1, 3, 8, 4}), q6 = at::randn({1, 6, 8, 4}), k4 = at::randn({1, 4, 8, 4});
+  EXPECT_THROW(ops::window_attention(q6, k4, k4), Error);  // 4 does not divide 6
+  EXPECT_THROW(ops::window_attention(q6, k3, k4), Error);  // k and v differ
+  EXPECT_NO_THROW(ops::window_attention(q6, k3, k3));
   EXPECT_THROW(ops::window_attention(q, q, q, 0, 4), Error);
   EXPECT_THROW(ops::window_attention(q.squeeze(0), q.squeeze(0), q.squeeze(0)), Error);
 }

@@ -6,12 +6,18 @@
 
 namespace xd::ops {
 
-// q,k,v: [B,H,S,D]; scale 1/sqrt(D). Returns [B,H,S,D] in q's dtype. Differentiable.
+// q: [B,H,S,D]; k, v: [B,Hk,S,D] with Hk dividing H (grouped-query attention: query
+// head h reads key/value head h / (H/Hk), as Hugging Face's repeat_kv; Hk = H is plain
+// multi-head). Any strides: [B,H,S,D] views of [B,S,H,D] projections (transpose(1,2))
+// go to the CUDA kernels without a copy. scale 1/sqrt(D). Returns [B,H,S,D] in q's
+// dtype (on CUDA a view of a [B,S,H,D] tensor). Differentiable; k and v get their
+// gradients per key/value head (summed over the H/Hk query heads of a group).
 at::Tensor window_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window = 512,
                             int64_t sinks = 4);
 
 // Generation cache: the first `sinks` keys/values and a ring buffer of the last
 // `window` ones. Memory is constant in the sequence length.
+// `heads` is the number of key/value heads (Hk).
 struct WindowCache {
   WindowCache(int64_t batch, int64_t heads, int64_t head_dim, int64_t window, int64_t sinks,
               const at::TensorOptions& options);
@@ -24,11 +30,13 @@ struct WindowCache {
   at::Tensor ring_k, ring_v;  // [B,H,window,D]; position p lives in slot p % window
 };
 
-// One step: q,k,v [B,H,1,D] of the token at position cache.length; appends k,v to
-// the cache and returns the attention output [B,H,1,D]. Not differentiable.
+// One step: q [B,H,1,D], k,v [B,Hk,1,D] (Hk the cache's heads, dividing H) of the token
+// at position cache.length; appends k,v to the cache and returns the attention output
+// [B,H,1,D]. Not differentiable.
 at::Tensor window_attention_step(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, WindowCache& cache);
 
 namespace reference {
+// Both take k, v with Hk heads (repeated to H inside, so autograd sums their gradients).
 // Dense S x S masked softmax (the simplest oracle; memory B*H*S*S).
 at::Tensor window_attention_dense(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                                   int64_t sinks);

@@ -4,9 +4,15 @@
 // mLSTM (global) and sliding-window (local) branches.
 //
 // The core knows nothing of projections, RoPE or the decoder: it receives q, k, v
-// already projected (KV heads repeated to the query heads) and returns the mixed
-// per-head output that the copied W_o then maps back. This is also exactly what
-// Stage I trains, on the teacher's own q, k, v.
+// already projected and returns the mixed per-head output that the copied W_o then
+// maps back. This is also exactly what Stage I trains, on the teacher's own q, k, v.
+//
+// Layout: k and v keep the teacher's KV heads (grouped-query attention: query head h
+// reads KV head h / (H/Hk), as HF's repeat_kv), and the tensors are best passed as
+// the head-transposed views of [B,S,heads,Dh] projections that AttentionMixer makes:
+// the core reads them in that layout (per-head products as strided batched GEMMs)
+// and writes its output as [B,S,H,Dh], the layout W_o reads, so that the training
+// step copies no [B,H,S,Dh] tensor for a layout change.
 #pragma once
 #include <torch/nn/module.h>
 
@@ -18,8 +24,10 @@ namespace xd::student {
 
 struct HybridInputs {
   at::Tensor x;               // [B,S,hidden]: the mixer's input (gate input x_t)
-  at::Tensor q, k, v;         // [B,H,S,Dh]: after q/k norms and RoPE, KV heads repeated
-  at::Tensor q_gate, k_gate;  // [B,H,S,Dh]: q and k before RoPE, for the output gate
+  at::Tensor q;               // [B,H,S,Dh]: after q/k norms and RoPE
+  at::Tensor k, v;            // [B,Hk,S,Dh], Hk dividing H: k after its norm and RoPE
+  at::Tensor q_gate;          // [B,H,S,Dh]: q before RoPE, for the output gate
+  at::Tensor k_gate;          // [B,Hk,S,Dh]: k before RoPE, for the output gate
 };
 
 // Generation state of one layer: the mLSTM's recurrent state and the window cache.
@@ -38,19 +46,21 @@ class HybridCore : public torch::nn::Module {
   // gate favouring the local branch, zero gate weights.
   void reset_parameters();
 
-  // Mixed output [B,H,S,Dh] (dtype of v). `local` may be passed in when already
-  // computed (Stage I: it does not depend on any trained parameter).
+  // Mixed output [B,H,S,Dh] (dtype of v; a view of a contiguous [B,S,H,Dh] tensor).
+  // `local` may be passed in when already computed (Stage I: it does not depend on
+  // any trained parameter).
   at::Tensor forward(const HybridInputs& in, const at::Tensor& local = {});
-  // Prefill or decode with state: the first call (empty state) runs the parallel
-  // form and fills the state; later calls of several tokens continue the prefill
-  // (chunkwise mLSTM from the state, window attention over the cached keys), and
-  // single tokens step.
+  // Prefill or decode with state (inputs as for forward): the first call (empty
+  // state) runs the parallel form and fills the state; later calls of several tokens
+  // continue the prefill (chunkwise mLSTM from the state, window attention over the
+  // cached keys), and single tokens step.
   at::Tensor forward_cached(const HybridInputs& in, HybridState& state);
 
-  at::Tensor feature_map(const at::Tensor& x, const at::Tensor& weight) const;  // [B,H,S,Dh] -> [B,H,S,Dk]
-  std::pair<at::Tensor, at::Tensor> gates(const at::Tensor& x) const;         // i, f: [B,H,S] float32
-  at::Tensor output_gate(const HybridInputs& in) const;                         // [B,H,S] float32 in (0,1)
-  at::Tensor local_branch(const HybridInputs& in) const;
+  // [B,Hx,S,Dh] with Hx dividing H (Hx = Hk for keys) -> [B,H,S,Dk], contiguous.
+  at::Tensor feature_map(const at::Tensor& x, const at::Tensor& weight) const;
+  std::pair<at::Tensor, at::Tensor> gates(const at::Tensor& x) const;  // i, f: [B,H,S] float32
+  at::Tensor output_gate(const HybridInputs& in) const;                  // [B,H,S] float32 in (0,1)
+  at::Tensor local_branch(const HybridInputs& in) const;               // [B,H,S,Dh]
 
   const StudentConfig& config() const { return config_; }
 
@@ -62,10 +72,18 @@ class HybridCore : public torch::nn::Module {
   at::Tensor ogate_b;                  // [H]
 
  private:
+  // The output gate as [B,S,H] float32 (the layout of the mix).
+  at::Tensor output_gate_bsh(const HybridInputs& in) const;
+  // o * global + (1 - o) * local in float32; gate [B,S,H]. Returns [B,H,S,Dh], a view
+  // of a contiguous [B,S,H,Dh] tensor.
   at::Tensor mix(const at::Tensor& global, const at::Tensor& local, const at::Tensor& gate) const;
   int64_t hidden_, heads_, head_dim_;
   StudentConfig config_;
 };
+
+// KV heads [B,Hk,S,D] repeated to `heads` query heads (HF's repeat_kv: KV head g
+// serves query heads g*G .. g*G+G-1); x itself when Hk == heads.
+at::Tensor repeat_kv(const at::Tensor& x, int64_t heads);
 
 // Names of the core's parameters, as registered (for checkpoints and for telling
 // new parameters from copied ones).

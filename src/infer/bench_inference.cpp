@@ -108,8 +108,9 @@ BenchResult measure(const Entry& e, int64_t batch, int64_t context, const BenchI
     const at::Tensor ids = at::randint(0, e.model->config().vocab_size, {batch, context}, gen, at::kLong);
     std::vector<std::vector<int64_t>> prompts(batch);
     for (int64_t b = 0; b < batch; ++b) prompts[b].assign(ids[b].data_ptr<int64_t>(), ids[b].data_ptr<int64_t>() + context);
-    InferenceEngine engine(e.model, batch, context + c.gen, {c.prefill_chunk, c.cuda_graph});
+    InferenceEngine engine(e.model, batch, context + c.gen, {c.prefill_chunk, c.cuda_graph, c.fused_step});
     r.cuda_graph = engine.uses_cuda_graph();
+    r.fused_step = engine.uses_fused_step();
     synchronize(device);
     auto t0 = std::chrono::steady_clock::now();
     at::Tensor next = engine.prefill(prompts).argmax(-1);

@@ -43,7 +43,7 @@ nlohmann::json BenchResult::to_json() const {
           {"ttft_s", ttft_s},        {"prefill_tok_s", prefill_tok_s},
           {"decode_tok_s", decode_tok_s}, {"peak_gib", peak_bytes / double(1ull << 30)},
           {"extra_gib", extra_bytes / double(1ull << 30)},
-          {"cuda_graph", cuda_graph}};
+          {"cuda_graph", cuda_graph}, {"fused_step", fused_step}};
 }
 
 std::vector<int64_t> parse_contexts(const std::string& text) {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "xdistill/infer/window_prefill.h"
 #include "xdistill/student/hybrid_mixer.h"
@@ -50,7 +51,7 @@ at::Tensor finish_block(models::DecoderBlock& block, const at::Tensor& x, const 
   return h + ff;
 }
 
-DecodeState::DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, int64_t capacity)
+DecodeState::DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, int64_t capacity, bool fused)
     : model_(std::move(model)), batch_(batch), capacity_(capacity) {
   XD_CHECK(batch >= 1 && capacity >= 1, "inference: batch and capacity must be positive");
   at::NoGradGuard no_grad;
@@ -75,6 +76,35 @@ DecodeState::DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, 
       b.gate_b = at::cat({core.igate_b, core.fgate_b}, 0).to(at::kFloat);
       b.ogate_u = core.ogate_w.to(model_->dtype()).unsqueeze(-1);
       b.ogate_b = core.ogate_b.to(at::kFloat).view({1, H, 1});
+      if (fused) {
+        FusedMixerLayer& f = b.fused;
+        f.feature_q = core.feature_q.to(model_->dtype()).contiguous();
+        f.feature_k = core.feature_k.to(model_->dtype()).contiguous();
+        f.gate_w = b.gate_w;
+        f.gate_b = b.gate_b;
+        f.ogate_u = b.ogate_u.view({H, 3 * D});
+        f.ogate_b = core.ogate_b.to(at::kFloat).contiguous();
+        f.C = b.C;
+        f.n = b.n;
+        f.m = b.m;
+        f.ring_k = b.ring_k;
+        f.ring_v = b.ring_v;
+        f.sink_k = b.sink_k;
+        f.sink_v = b.sink_v;
+        f.heads = H;
+        f.kv_heads = c.num_kv_heads;
+        f.head_dim = D;
+        f.feature_dim = s.resolved_feature_dim(D);
+        f.key_dim = Dk;
+        f.window = s.window;
+        f.sinks = s.sinks;
+        f.pm_features = s.feature_map == "hedgehog_pm";
+        f.rope_in_fp32 = c.rope_in_fp32;
+        f.gate_softcap = s.gate_softcap;
+        f.eps = ops::kMlstmEps;
+        b.mixer_fused = fused_mixer_step_supported(f, b.ring_k);
+        fused_mixers_ += b.mixer_fused ? 1 : 0;
+      }
     } else {
       attention_of(*block);
       // Zeros, not empty: masked positions still enter the product with V as 0 * v.
@@ -84,6 +114,12 @@ DecodeState::DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, 
     }
     layers_.push_back(std::move(b));
   }
+  // The fused norms need every block pre-norm (the residual add of one block goes into
+  // the next block's first norm) and kernels that cover the model's norms.
+  fused_norms_ = fused && fused_norm_supported(model_->embed, model_->final_norm->weight);
+  for (const auto& block : model_->blocks())
+    fused_norms_ = fused_norms_ && pre_norm(*block) && fused_norm_supported(model_->embed, block->mixer_norm->weight) &&
+                   fused_norm_supported(model_->embed, block->mlp_norm->weight);
   lengths.assign(batch, 0);
   tokens = at::zeros({batch}, opts.dtype(at::kLong));
   positions = at::zeros({batch}, opts.dtype(at::kLong));
@@ -231,6 +267,13 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   const int64_t B = batch_, H = c.num_heads, D = c.head_dim, G = H / c.num_kv_heads;
   const auto plain = mixer->project_unrotated(h);
   const auto [cos, sin] = rope_at_positions(layer, shared);
+  LayerBuffers& b = layers_[layer];
+  if (b.mixer_fused) {
+    // [B,heads,1,D] views of [B,1,heads,D] projections: back to rows without a copy.
+    auto rows = [&](const at::Tensor& t) { return t.transpose(1, 2).reshape({B, 1, -1}); };
+    return fused_mixer_step(b.fused, rows(plain.q), rows(plain.k), rows(plain.v), h, cos.view({B, D}),
+                            sin.view({B, D}), positions);
+  }
   student::HybridInputs in;
   in.x = h;
   in.q = models::apply_rotary(plain.q, cos, sin, c.rope_in_fp32);
@@ -238,7 +281,6 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   in.v = repeat_heads(plain.v, G);
   in.q_gate = plain.q;
   in.k_gate = repeat_heads(plain.k, G);
-  LayerBuffers& b = layers_[layer];
 
   // mLSTM step in place (ops::reference::mlstm_recurrent's update, float32).
   const auto phi_q = core.feature_map(in.q, core.feature_q), phi_k = core.feature_map(in.k, core.feature_k);
@@ -284,10 +326,38 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   return mixed.transpose(1, 2).reshape({B, 1, -1});
 }
 
+std::pair<at::Tensor, at::Tensor> DecodeState::fused_block_tail(models::DecoderBlock& block, const at::Tensor& x,
+                                                                const at::Tensor& pre_out) {
+  const at::Tensor mixed = block.mixer->project_out(pre_out);
+  const auto& norm = *block.mlp_norm;
+  auto [h, normed] = fused_add_rmsnorm(x, mixed, norm.weight, norm.eps, norm.weight_in_fp32);
+  const auto& mlp = *block.mlp;
+  const at::Tensor act = fused_silu_mul(mlp.gate_proj->forward(normed), mlp.up_proj->forward(normed));
+  return {h, mlp.down_proj->forward(act)};
+}
+
 void DecodeState::step() {
   at::NoGradGuard no_grad;
   StepShared shared;
   at::Tensor x = at::embedding(model_->embed, tokens.unsqueeze(1));  // [B,1,hidden]
+  if (fused_norms_) {
+    // x + delta is the residual stream; each norm kernel adds them on its way in.
+    at::Tensor delta;
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      auto& block = *model_->blocks()[i];
+      const auto& norm = *block.mixer_norm;
+      at::Tensor h;
+      if (delta.defined()) std::tie(x, h) = fused_add_rmsnorm(x, delta, norm.weight, norm.eps, norm.weight_in_fp32);
+      else h = fused_rmsnorm(x, norm.weight, norm.eps, norm.weight_in_fp32);
+      const at::Tensor pre_out = layers_[i].C.defined() ? student_mixer_step(i, h, shared) : teacher_mixer_step(i, h, shared);
+      std::tie(x, delta) = fused_block_tail(block, x, pre_out);
+    }
+    const auto& norm = *model_->final_norm;
+    const at::Tensor last = fused_add_rmsnorm(x, delta, norm.weight, norm.eps, norm.weight_in_fp32).second;
+    logits.copy_(model_->logits(last.select(1, 0)));
+    positions.add_(1);
+    return;
+  }
   for (size_t i = 0; i < layers_.size(); ++i) {
     auto& block = *model_->blocks()[i];
     const at::Tensor h = pre_norm(block) ? block.mixer_norm->forward(x) : x;

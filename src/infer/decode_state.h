@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "infer/step_kernels.h"
 #include "xdistill/models/decoder.h"
 
 namespace xd::infer {
@@ -25,6 +26,10 @@ struct LayerBuffers {
   // the parameters do not change during its life): [i; f] rows in float32, and the
   // output gate's u as [H, 3D, 1] in the model dtype.
   at::Tensor gate_w, gate_b, ogate_u, ogate_b;
+  // The same layer for the fused step kernel (shares C, n, m and the caches above);
+  // `mixer_fused` when the kernel covers it.
+  FusedMixerLayer fused;
+  bool mixer_fused = false;
 };
 
 // What every layer of one step shares: RoPE at each row's position, cache slots and
@@ -38,7 +43,8 @@ struct StepShared {
 
 class DecodeState {
  public:
-  DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, int64_t capacity);
+  // fused: use the fused step kernels where they cover a layer (CUDA only).
+  DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, int64_t capacity, bool fused = false);
 
   // Prefills rows [first, first + n) with prompts of one length, ids [n, T], in
   // chunks of `chunk` tokens (0 = all at once). Returns next-token logits [n, V] f32.
@@ -48,6 +54,7 @@ class DecodeState {
   void step();
 
   bool is_student() const { return student_; }
+  bool uses_fused_step() const { return fused_norms_ || fused_mixers_ > 0; }
   int64_t batch() const { return batch_; }
   int64_t capacity() const { return capacity_; }
   std::vector<int64_t> lengths;  // host copy of the row lengths
@@ -62,9 +69,16 @@ class DecodeState {
   at::Tensor student_mixer_step(size_t layer, const at::Tensor& h, StepShared& shared);
   std::pair<at::Tensor, at::Tensor> rope_at_positions(size_t layer, StepShared& shared) const;
   const std::array<at::Tensor, 4>& window_slots(int64_t window, int64_t sinks, StepShared& shared) const;
+  // The fused block tail of a pre-norm layer: W_o, residual add + RMSNorm, MLP with
+  // SiLU * up fused. Returns (x + mixed, the MLP's output): the caller adds the two
+  // inside the next RMSNorm.
+  std::pair<at::Tensor, at::Tensor> fused_block_tail(models::DecoderBlock& block, const at::Tensor& x,
+                                                     const at::Tensor& pre_out);
 
   std::shared_ptr<models::Decoder> model_;
   bool student_ = false;
+  bool fused_norms_ = false;  // every block pre-norm, and the norm kernels cover the model
+  int fused_mixers_ = 0;      // student layers whose mixer step is the fused kernel
   int64_t batch_, capacity_;
   std::vector<LayerBuffers> layers_;
 };

@@ -14,8 +14,8 @@
 namespace xd::infer {
 namespace {
 
-bool graphs_switched_off_by_env() {
-  const char* env = std::getenv("XDISTILL_CUDA_GRAPH");
+bool switched_off_by_env(const char* name) {
+  const char* env = std::getenv(name);
   return env && std::string(env) == "0";
 }
 
@@ -26,8 +26,9 @@ InferenceEngine::InferenceEngine(std::shared_ptr<models::Decoder> model, int64_t
     : model_(std::move(model)), options_(options) {
   XD_CHECK(model_ != nullptr, "inference: no model");
   XD_CHECK(options_.prefill_chunk >= 0, "inference: prefill chunk must be >= 0");
-  state_ = std::make_unique<DecodeState>(model_, batch, capacity);
-  if (options_.cuda_graph && !graphs_switched_off_by_env() && cuda_graphs_available(model_->device())) {
+  const bool fused = options_.fused_step && !switched_off_by_env("XDISTILL_FUSED_STEP");
+  state_ = std::make_unique<DecodeState>(model_, batch, capacity, fused);
+  if (options_.cuda_graph && !switched_off_by_env("XDISTILL_CUDA_GRAPH") && cuda_graphs_available(model_->device())) {
     // Captured before any prefill: the warm-up steps only touch buffers that the
     // prefill overwrites (or masks), so no state has to be saved around them.
     DecodeState* s = state_.get();
@@ -39,6 +40,7 @@ InferenceEngine::InferenceEngine(std::shared_ptr<models::Decoder> model, int64_t
 InferenceEngine::~InferenceEngine() = default;
 
 bool InferenceEngine::is_student() const { return state_->is_student(); }
+bool InferenceEngine::uses_fused_step() const { return state_->uses_fused_step(); }
 int64_t InferenceEngine::batch() const { return state_->batch(); }
 
 at::Tensor InferenceEngine::prefill(const std::vector<std::vector<int64_t>>& prompts) {

@@ -18,6 +18,7 @@ struct BenchInferenceCommand {
   int64_t gen = 100;
   int64_t prefill_chunk = 4096;
   bool cuda_graph = true;
+  bool fused_step = true;
   std::string device = "auto", dtype = "auto";
   std::string out, plot;            // JSON lines; SVG plot
   uint64_t seed = 1;
@@ -32,6 +33,7 @@ struct BenchResult {
   int64_t peak_bytes = 0;   // peak GPU memory allocated during the setting (weights included)
   int64_t extra_bytes = 0;  // that peak less what was allocated before (the weights): caches, activations
   bool cuda_graph = false;
+  bool fused_step = false;  // the decode step ran the fused kernels
   nlohmann::json to_json() const;
 };
 

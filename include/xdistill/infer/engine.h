@@ -24,6 +24,10 @@ class GraphedStep;
 struct EngineOptions {
   int64_t prefill_chunk = 4096;  // prompt tokens per forward (0 = the whole prompt at once)
   bool cuda_graph = true;        // replay the decode step from a CUDA graph (CUDA builds and devices)
+  // Decode with the fused step kernels where they cover the model (CUDA builds and
+  // devices): the student mixer in one launch per layer, RMSNorm with the residual add
+  // and SiLU * up in one each. XDISTILL_FUSED_STEP=0 switches them off too.
+  bool fused_step = true;
 };
 
 class InferenceEngine {
@@ -41,6 +45,8 @@ class InferenceEngine {
   at::Tensor step(const at::Tensor& tokens);
 
   bool uses_cuda_graph() const { return graph_ != nullptr; }
+  // Whether the decode step runs fused kernels (for at least the norms).
+  bool uses_fused_step() const;
   bool is_student() const;
   int64_t batch() const;
 

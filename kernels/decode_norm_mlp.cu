@@ -1,0 +1,139 @@
+// RMSNorm (with the residual add in front) and SiLU * mul for decode steps: one
+// block of 512 threads per row for the norm, the row held in registers between the
+// sum of squares and the scaling; a flat elementwise grid for SiLU * mul.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "decode_norm_mlp_params.h"
+
+namespace xd::kernels {
+namespace {
+
+constexpr int kNormThreads = 512;
+constexpr int kMaxVec = kDecodeNormMaxVectorsPerThread;
+
+template <typename T> struct Cvt;
+template <> struct Cvt<float> {
+  static __device__ __forceinline__ float f(float x) { return x; }
+  static __device__ __forceinline__ float t(float x) { return x; }
+};
+template <> struct Cvt<__nv_bfloat16> {
+  static __device__ __forceinline__ float f(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __forceinline__ __nv_bfloat16 t(float x) { return __float2bfloat16_rn(x); }
+};
+template <> struct Cvt<__half> {
+  static __device__ __forceinline__ float f(__half x) { return __half2float(x); }
+  static __device__ __forceinline__ __half t(float x) { return __float2half_rn(x); }
+};
+template <typename T> __device__ __forceinline__ float rnd(float x) { return Cvt<T>::f(Cvt<T>::t(x)); }
+
+// 16 bytes of T.
+template <typename T> struct Pack {
+  static constexpr int n = 16 / sizeof(T);
+  union {
+    uint4 raw;
+    T e[16 / sizeof(T)];
+  };
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kNormThreads) rmsnorm_kernel(DecodeRmsNormParams p) {
+  constexpr int E = Pack<T>::n;
+  __shared__ float red[kNormThreads / 32];
+  const int r = blockIdx.x, tid = threadIdx.x, vecs = p.cols / E;
+  const uint4* x = reinterpret_cast<const uint4*>(static_cast<const T*>(p.x) + (long long)r * p.cols);
+  const uint4* y = p.y ? reinterpret_cast<const uint4*>(static_cast<const T*>(p.y) + (long long)r * p.cols) : nullptr;
+  uint4* sum = p.y ? reinterpret_cast<uint4*>(static_cast<T*>(p.sum) + (long long)r * p.cols) : nullptr;
+  float h[kMaxVec][E];
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < kMaxVec; ++j) {
+    const int v = tid + j * kNormThreads;
+    if (v >= vecs) break;
+    Pack<T> a, b, s;
+    a.raw = x[v];
+    if (y) b.raw = y[v];
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      h[j][i] = y ? rnd<T>(Cvt<T>::f(a.e[i]) + Cvt<T>::f(b.e[i])) : Cvt<T>::f(a.e[i]);
+      s.e[i] = Cvt<T>::t(h[j][i]);
+      ss = fmaf(h[j][i], h[j][i], ss);
+    }
+    if (y) sum[v] = s.raw;
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  if (tid % 32 == 0) red[tid / 32] = ss;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < kNormThreads / 32; ++w) total += red[w];
+  // The mean rounded before eps is added, as ATen's two ops (no fused multiply-add).
+  const float rstd = rsqrtf(__fadd_rn(__fmul_rn(total, 1.f / p.cols), p.eps));
+  const uint4* w = reinterpret_cast<const uint4*>(p.weight);
+  uint4* out = reinterpret_cast<uint4*>(static_cast<T*>(p.out) + (long long)r * p.cols);
+#pragma unroll
+  for (int j = 0; j < kMaxVec; ++j) {
+    const int v = tid + j * kNormThreads;
+    if (v >= vecs) break;
+    Pack<T> wv, o;
+    wv.raw = w[v];
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      const float n = __fmul_rn(h[j][i], rstd);
+      o.e[i] = Cvt<T>::t(__fmul_rn(Cvt<T>::f(wv.e[i]), p.weight_in_fp32 ? n : rnd<T>(n)));
+    }
+    out[v] = o.raw;
+  }
+}
+
+template <typename T>
+__global__ void silu_mul_kernel(DecodeSiluMulParams p) {
+  const long long total = (long long)p.rows * p.cols;
+  for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+       idx += (long long)gridDim.x * blockDim.x) {
+    const float g = Cvt<T>::f(static_cast<const T*>(p.gate)[idx]), u = Cvt<T>::f(static_cast<const T*>(p.up)[idx]);
+    const float act = rnd<T>(g / (1.f + expf(-g)));
+    static_cast<T*>(p.out)[idx] = Cvt<T>::t(__fmul_rn(act, u));
+  }
+}
+
+template <typename T>
+void launch_norm(const DecodeRmsNormParams& p, cudaStream_t stream) {
+  rmsnorm_kernel<T><<<p.rows, kNormThreads, 0, stream>>>(p);
+}
+
+template <typename T>
+void launch_silu(const DecodeSiluMulParams& p, cudaStream_t stream) {
+  const long long total = (long long)p.rows * p.cols;
+  const int threads = 256;
+  const long long blocks = (total + threads - 1) / threads;
+  silu_mul_kernel<T><<<static_cast<int>(blocks < 4096 ? blocks : 4096), threads, 0, stream>>>(p);
+}
+
+int elements_per_vector(DecodeDtype dtype) { return dtype == DecodeDtype::f32 ? 4 : 8; }
+
+}  // namespace
+
+bool decode_rmsnorm_supports(DecodeDtype dtype, int cols) {
+  const int e = elements_per_vector(dtype);
+  return cols > 0 && cols % e == 0 && cols / e <= kNormThreads * kMaxVec;
+}
+
+void decode_rmsnorm(const DecodeRmsNormParams& p, cudaStream_t stream) {
+  switch (p.dtype) {
+    case DecodeDtype::f32: launch_norm<float>(p, stream); break;
+    case DecodeDtype::bf16: launch_norm<__nv_bfloat16>(p, stream); break;
+    case DecodeDtype::f16: launch_norm<__half>(p, stream); break;
+  }
+}
+
+void decode_silu_mul(const DecodeSiluMulParams& p, cudaStream_t stream) {
+  switch (p.dtype) {
+    case DecodeDtype::f32: launch_silu<float>(p, stream); break;
+    case DecodeDtype::bf16: launch_silu<__nv_bfloat16>(p, stream); break;
+    case DecodeDtype::f16: launch_silu<__half>(p, stream); break;
+  }
+}
+
+}  // namespace xd::kernels

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One device call that builds, checks and measures, with a short table at the end.
+# Run ON the GPU machine from the repository root, with .debs carried:
+#   scripts/device/session_run.sh PART...
+# Parts, in the order given:
+#   tests          the GPU-labelled tests (ctest -L gpu)
+#   infer          bench inference at Llama-3.1-8B shapes: decode B=8 at 32K (fused and
+#                  ATen step for the student) and prefill B=1 at 64K, teacher and student
+#   train          tools/bench_train.sh (Stage I 8B B=2, Stage II 3B B=1), 4 steps
+#   kernels        tools/bench_kernels.py (mLSTM, window + sinks, SDPA, FlexAttention)
+#   demo-small     xdistill demo --size small --device cuda
+# Logs and JSON lines under $OUT; the build is kept in build-device between calls.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+OUT="${OUT:-$ROOT/out}"; mkdir -p "$OUT"
+BIN=build-device/xdistill
+ROWS=()
+t0=$(date +%s)
+row() { ROWS+=("$(printf '%-12s %-8s %5ss  %s' "$1" "$2" "$3" "$4")"); }
+
+start=$(date +%s)
+scripts/device/build_and_test.sh --no-tests > "$OUT/build_summary.log" 2>&1
+rc=$?
+tail -3 "$OUT/build_summary.log"
+row build "$([[ $rc == 0 ]] && echo ok || echo FAILED)" $(( $(date +%s) - start )) ""
+((rc == 0)) || { printf '%s\n' "${ROWS[@]}"; exit 1; }
+export XDISTILL_PLAIN_PROGRESS=1 PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+
+for part in "$@"; do
+  start=$(date +%s)
+  case "$part" in
+    tests)
+      ctest --test-dir build-device -L gpu --output-on-failure -j 2 --timeout 600 > "$OUT/ctest_gpu.log" 2>&1
+      rc=$?
+      grep -E "\*\*\*Failed|Failed  |Timeout|Expected|Which is|rel|tests passed" "$OUT/ctest_gpu.log" | head -40
+      row tests "rc=$rc" $(( $(date +%s) - start )) "$(grep -E 'tests passed' "$OUT/ctest_gpu.log" | tail -1)"
+      ;;
+    infer)
+      $BIN bench inference --shape llama-3.1-8b --batch 8 --context 32k --gen 40 --device cuda --dtype bf16 \
+        --out "$OUT/infer_decode.jsonl" 2>&1 | tee "$OUT/infer_decode.log" | tail -8
+      $BIN bench inference --shape llama-3.1-8b --batch 8 --context 4k --gen 40 --device cuda --dtype bf16 \
+        --no-fused-step --out "$OUT/infer_decode_aten.jsonl" 2>&1 | tee "$OUT/infer_decode_aten.log" | tail -6
+      $BIN bench inference --shape llama-3.1-8b --batch 1 --context 64k --gen 8 --device cuda --dtype bf16 \
+        --out "$OUT/infer_prefill.jsonl" 2>&1 | tee "$OUT/infer_prefill.log" | tail -8
+      row infer done $(( $(date +%s) - start )) "see infer_*.log"
+      ;;
+    train)
+      tools/bench_train.sh $BIN 4 2>&1 | grep -v "^\[" | tee "$OUT/train.log" | grep "bench-train"
+      row train done $(( $(date +%s) - start )) "$(grep -c tok/s "$OUT/train.log") stages"
+      ;;
+    kernels)
+      ninja -C build-device xd_bench_kernels > /dev/null 2>&1
+      python3 tools/bench_kernels.py --bin build-device/tests/ops/xd_bench_kernels 2>&1 | tee "$OUT/bench_kernels.md" | tail -20
+      row kernels done $(( $(date +%s) - start )) ""
+      ;;
+    demo-small)
+      rm -rf /tmp/demo-small
+      /usr/bin/time -v $BIN demo --size small --device cuda --out /tmp/demo-small > "$OUT/demo_small.log" 2>&1
+      rc=$?
+      cp /tmp/demo-small/report.md /tmp/demo-small/report.json /tmp/demo-small/c_alpha.svg "$OUT/" 2>/dev/null
+      tail -30 "$OUT/demo_small.log" | grep -vE "^\s+(Page|Vol|Invol|File|Socket|Sig|Swap|Minor|Major|Average|Exit|Percent)"
+      row demo-small "rc=$rc" $(( $(date +%s) - start )) "$(grep -m1 -E 'C_0' "$OUT/demo_small.log")"
+      ;;
+    *) echo "unknown part $part" >&2 ;;
+  esac
+done
+echo; echo "===== session run ($(( $(date +%s) - t0 )) s) ====="; printf '%s\n' "${ROWS[@]}"

@@ -1,0 +1,43 @@
+// Internal: the torch side of the decode-step kernels (kernels/student_decode_step.cu,
+// kernels/decode_norm_mlp.cu): checks of what each kernel covers, and launches on
+// the current CUDA stream. In builds without CUDA nothing is supported and the
+// launchers are never reached (the caller keeps its ATen path).
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace xd::infer {
+
+// The student mixer's per-layer constants and state, as DecodeState keeps them.
+struct FusedMixerLayer {
+  at::Tensor feature_q, feature_k;  // [H, D, Df] model dtype, contiguous
+  at::Tensor gate_w, gate_b;        // [2H, hidden], [2H] float32
+  at::Tensor ogate_u, ogate_b;      // [H, 3D] model dtype, [H] float32 (contiguous storage)
+  at::Tensor C, n, m, ring_k, ring_v, sink_k, sink_v;
+  int64_t heads = 0, kv_heads = 0, head_dim = 0, feature_dim = 0, key_dim = 0;
+  int64_t window = 0, sinks = 0;
+  bool pm_features = false, rope_in_fp32 = false;
+  double gate_softcap = 0, eps = 0;
+};
+
+// Whether the fused mixer step covers this layer on `like`'s device and dtype
+// (CUDA build, CUDA tensor, f32/bf16/f16, head and feature dims, shared memory).
+bool fused_mixer_step_supported(const FusedMixerLayer& layer, const at::Tensor& like);
+// q [B,1,H*D], k, v [B,1,Hk*D] (plain projections; rows may be strided views of one
+// fused projection), x [B,1,hidden], cos/sin [B,D] float32, positions [B] int64.
+// Updates the layer's state in place and returns the mixed output [B,1,H*D].
+at::Tensor fused_mixer_step(FusedMixerLayer& layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& positions);
+
+// RMSNorm kernels on [B,1,hidden] rows: whether they cover `like` (CUDA, dtype, size,
+// weight in the same dtype); out = norm(x) or, with y, (sum = x + y, norm(sum)).
+bool fused_norm_supported(const at::Tensor& like, const at::Tensor& weight);
+at::Tensor fused_rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, bool weight_in_fp32);
+std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
+                                                    double eps, bool weight_in_fp32);
+// silu(gate) * up, both [.., I] of one shape and dtype, rounded as ATen's two ops.
+at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);
+
+}  // namespace xd::infer

@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include "decode_norm_mlp_params.h"
+#include "float_cast.cuh"
 
 namespace xd::kernels {
 namespace {
@@ -12,20 +13,8 @@ namespace {
 constexpr int kNormThreads = 512;
 constexpr int kMaxVec = kDecodeNormMaxVectorsPerThread;
 
-template <typename T> struct Cvt;
-template <> struct Cvt<float> {
-  static __device__ __forceinline__ float f(float x) { return x; }
-  static __device__ __forceinline__ float t(float x) { return x; }
-};
-template <> struct Cvt<__nv_bfloat16> {
-  static __device__ __forceinline__ float f(__nv_bfloat16 x) { return __bfloat162float(x); }
-  static __device__ __forceinline__ __nv_bfloat16 t(float x) { return __float2bfloat16_rn(x); }
-};
-template <> struct Cvt<__half> {
-  static __device__ __forceinline__ float f(__half x) { return __half2float(x); }
-  static __device__ __forceinline__ __half t(float x) { return __float2half_rn(x); }
-};
-template <typename T> __device__ __forceinline__ float rnd(float x) { return Cvt<T>::f(Cvt<T>::t(x)); }
+template <typename T> using Cvt = FloatCast<T>;
+template <typename T> __device__ __forceinline__ float rnd(float x) { return round_to<T>(x); }
 
 // 16 bytes of T.
 template <typename T> struct Pack {
@@ -55,8 +44,8 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_kernel(DecodeRmsNormPara
     if (y) b.raw = y[v];
 #pragma unroll
     for (int i = 0; i < E; ++i) {
-      h[j][i] = y ? rnd<T>(Cvt<T>::f(a.e[i]) + Cvt<T>::f(b.e[i])) : Cvt<T>::f(a.e[i]);
-      s.e[i] = Cvt<T>::t(h[j][i]);
+      h[j][i] = y ? rnd<T>(Cvt<T>::to_float(a.e[i]) + Cvt<T>::to_float(b.e[i])) : Cvt<T>::to_float(a.e[i]);
+      s.e[i] = Cvt<T>::from_float(h[j][i]);
       ss = fmaf(h[j][i], h[j][i], ss);
     }
     if (y) sum[v] = s.raw;
@@ -81,7 +70,7 @@ __global__ void __launch_bounds__(kNormThreads) rmsnorm_kernel(DecodeRmsNormPara
 #pragma unroll
     for (int i = 0; i < E; ++i) {
       const float n = __fmul_rn(h[j][i], rstd);
-      o.e[i] = Cvt<T>::t(__fmul_rn(Cvt<T>::f(wv.e[i]), p.weight_in_fp32 ? n : rnd<T>(n)));
+      o.e[i] = Cvt<T>::from_float(__fmul_rn(Cvt<T>::to_float(wv.e[i]), p.weight_in_fp32 ? n : rnd<T>(n)));
     }
     out[v] = o.raw;
   }
@@ -92,9 +81,9 @@ __global__ void silu_mul_kernel(DecodeSiluMulParams p) {
   const long long total = (long long)p.rows * p.cols;
   for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
        idx += (long long)gridDim.x * blockDim.x) {
-    const float g = Cvt<T>::f(static_cast<const T*>(p.gate)[idx]), u = Cvt<T>::f(static_cast<const T*>(p.up)[idx]);
+    const float g = Cvt<T>::to_float(static_cast<const T*>(p.gate)[idx]), u = Cvt<T>::to_float(static_cast<const T*>(p.up)[idx]);
     const float act = rnd<T>(g / (1.f + expf(-g)));
-    static_cast<T*>(p.out)[idx] = Cvt<T>::t(__fmul_rn(act, u));
+    static_cast<T*>(p.out)[idx] = Cvt<T>::from_float(__fmul_rn(act, u));
   }
 }
 

@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "float_cast.cuh"
 #include "student_decode_step_params.h"
 
 namespace xd::kernels {
@@ -24,24 +25,12 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxReduce = 4;  // values reduced at once by block_reduce
 
-template <typename T> struct Elem;
-template <> struct Elem<float> {
-  static __device__ __forceinline__ float to_float(float x) { return x; }
-  static __device__ __forceinline__ float from_float(float x) { return x; }
-};
-template <> struct Elem<__nv_bfloat16> {
-  static __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-  static __device__ __forceinline__ __nv_bfloat16 from_float(float x) { return __float2bfloat16_rn(x); }
-};
-template <> struct Elem<__half> {
-  static __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-  static __device__ __forceinline__ __half from_float(float x) { return __float2half_rn(x); }
-};
+template <typename T> using Elem = FloatCast<T>;
 
 template <typename T> __device__ __forceinline__ float ld(const T* p) { return Elem<T>::to_float(*p); }
 template <typename T> __device__ __forceinline__ void st(T* p, float x) { *p = Elem<T>::from_float(x); }
 // x as a tensor of dtype T would hold it.
-template <typename T> __device__ __forceinline__ float rnd(float x) { return Elem<T>::to_float(Elem<T>::from_float(x)); }
+template <typename T> __device__ __forceinline__ float rnd(float x) { return round_to<T>(x); }
 
 // Elements of T in one 16-byte load.
 template <typename T> struct Vec {

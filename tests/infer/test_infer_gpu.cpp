@@ -20,11 +20,15 @@ struct Pair {
 
 // A small Llama (head_dim 32, so that flash attention and the mLSTM kernels run) and
 // its student moved away from the initialisation, on `device` in `dtype`.
-Pair make_pair(const at::Device& device, at::ScalarType dtype, int64_t hidden = 128, int64_t layers = 2) {
+// `family` overrides config keys (e.g. a Qwen3 with per-head q/k norms); `features`
+// picks the student's feature map.
+Pair make_pair(const at::Device& device, at::ScalarType dtype, int64_t hidden = 128, int64_t layers = 2,
+               const nlohmann::json& family = nlohmann::json::object(), const std::string& features = "hedgehog") {
   nlohmann::json c = {{"model_type", "llama"},     {"hidden_size", hidden},     {"intermediate_size", 2 * hidden},
                       {"num_hidden_layers", layers}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
                       {"vocab_size", 97},          {"max_position_embeddings", 16384}, {"rms_norm_eps", 1e-5},
                       {"rope_theta", 10000.0},     {"tie_word_embeddings", false}};
+  c.update(family);
   auto config = models::parse_model_config(c, "test");
   auto teacher = std::make_shared<models::Decoder>(config, models::plan_from_config(config),
                                                    at::TensorOptions().device(device).dtype(dtype));
@@ -39,6 +43,7 @@ Pair make_pair(const at::Device& device, at::ScalarType dtype, int64_t hidden = 
   student::StudentConfig s;
   s.window = 16;
   s.sinks = 4;
+  s.feature_map = features;
   auto student = student::student_from_teacher(*teacher, s);
   for (auto& [name, p] : student->new_parameters()) p.add_(torch::randn(p.sizes()).to(p.options()) * 0.2);
   return {teacher, student};
@@ -167,8 +172,12 @@ TEST(InferenceGpu, CudaGraphDecodeEqualsEagerDecode) {
 // sinks and wrap the ring, for both models, float32 and bf16, with and without graphs.
 TEST(InferenceGpu, FusedDecodeStepEqualsTheAtenStep) {
   REQUIRE_CUDA();
-  for (auto dtype : {at::kFloat, at::kBFloat16}) {
-    const auto pair = make_pair(at::kCUDA, dtype);
+  // Llama with Hedgehog features; Qwen3 (per-head q/k norms, head_dim 64) with the
+  // [softmax(z), softmax(-z)] features.
+  const nlohmann::json qwen3 = {{"model_type", "qwen3"}, {"head_dim", 64}};
+  for (int variant = 0; variant < 3; ++variant) {
+    const auto dtype = variant == 0 ? at::kFloat : at::kBFloat16;
+    const auto pair = variant < 2 ? make_pair(at::kCUDA, dtype) : make_pair(at::kCUDA, dtype, 128, 2, qwen3, "hedgehog_pm");
     std::vector<std::vector<int64_t>> prompts;
     for (int64_t n : {3, 15, 40, 100}) prompts.push_back(vec(ids_of(n, 20 + n)));
     for (auto model : {std::static_pointer_cast<models::Decoder>(pair.student), pair.teacher}) {
@@ -189,7 +198,7 @@ TEST(InferenceGpu, FusedDecodeStepEqualsTheAtenStep) {
         // float32: summation order alone; bf16: a few roundings that land on the
         // other side (the kernels round every tensor ATen materialises).
         EXPECT_LT(worst, dtype == at::kFloat ? 1e-5 : 2e-2)
-            << (student ? "student" : "teacher") << " " << dtype << (graph ? " graph" : " eager");
+            << (student ? "student" : "teacher") << " variant " << variant << (graph ? " graph" : " eager");
       }
     }
   }

@@ -41,16 +41,6 @@ at::Tensor repeat_heads(const at::Tensor& t, int64_t groups) {
 
 }  // namespace
 
-at::Tensor finish_block(models::DecoderBlock& block, const at::Tensor& x, const at::Tensor& pre_out) {
-  const bool pre = pre_norm(block);
-  at::Tensor mixed = block.mixer->project_out(pre_out);
-  if (!pre) mixed = block.mixer_norm->forward(mixed);
-  const at::Tensor h = x + mixed;
-  at::Tensor ff = block.mlp->forward(pre ? block.mlp_norm->forward(h) : h);
-  if (!pre) ff = block.mlp_norm->forward(ff);
-  return h + ff;
-}
-
 DecodeState::DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, int64_t capacity, bool fused)
     : model_(std::move(model)), batch_(batch), capacity_(capacity) {
   XD_CHECK(batch >= 1 && capacity >= 1, "inference: batch and capacity must be positive");
@@ -162,7 +152,7 @@ at::Tensor DecodeState::prefill_teacher(int64_t first, const at::Tensor& ids, in
         pre_out = flash_attention_suffix(qkv.q, k, v, block.config.sliding_window).transpose(1, 2).reshape({n, len, -1});
       else
         pre_out = mixer.attend(qkv.q, k, v, start);
-      x = finish_block(block, x, pre_out);
+      x = block.finish(x, pre_out);
     }
     last = x.select(1, len - 1);
   }
@@ -362,7 +352,7 @@ void DecodeState::step() {
     auto& block = *model_->blocks()[i];
     const at::Tensor h = pre_norm(block) ? block.mixer_norm->forward(x) : x;
     const at::Tensor pre_out = layers_[i].C.defined() ? student_mixer_step(i, h, shared) : teacher_mixer_step(i, h, shared);
-    x = finish_block(block, x, pre_out);
+    x = block.finish(x, pre_out);
   }
   logits.copy_(model_->logits(model_->final_norm->forward(x.select(1, 0))));
   positions.add_(1);

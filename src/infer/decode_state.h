@@ -83,7 +83,5 @@ class DecodeState {
   std::vector<LayerBuffers> layers_;
 };
 
-// x + block(x) given the mixer's output before W_o (pre- or post-norm blocks).
-at::Tensor finish_block(models::DecoderBlock& block, const at::Tensor& x, const at::Tensor& pre_out);
 
 }  // namespace xd::infer

@@ -69,6 +69,11 @@ at::Tensor DecoderBlock::forward(const at::Tensor& x, const MixerContext& ctx, F
   const bool pre = config.norm_placement == NormPlacement::pre;
   const at::Tensor pre_out = mixer->forward_pre_out(pre ? mixer_norm->forward(x) : x, ctx);
   if (trace && trace->collect_mixer_outputs) trace->mixer_outputs.push_back(keep(pre_out));
+  return finish(x, pre_out);
+}
+
+at::Tensor DecoderBlock::finish(const at::Tensor& x, const at::Tensor& pre_out) {
+  const bool pre = config.norm_placement == NormPlacement::pre;
   at::Tensor mixed = mixer->project_out(pre_out);
   if (!pre) mixed = mixer_norm->forward(mixed);
   const at::Tensor h = x + mixed;

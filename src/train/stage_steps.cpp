@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "session.h"
+#include "xdistill/student/hybrid_mixer.h"
 #include "xdistill/train/losses.h"
 #include "xdistill/util/error.h"
 
@@ -37,33 +38,55 @@ struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
   }
 };
 
+// Stage I walks teacher and student through the layers together. At each layer the
+// teacher's own projections (after its q/k norms, before and after RoPE) feed both its
+// attention, whose output before W_o is the target, and the student's hybrid core,
+// whose loss is backpropagated at once; then the teacher finishes the block. Nothing
+// is kept across layers (no trace of every layer's input and output), and the
+// student's frozen copies of the projections are never run.
 MicroLosses align_micro_batch(TrainSession& s, const data::Batch& batch, double scale) {
   XD_CHECK(s.teacher, "align: the stage needs the teacher in the process");
   const at::Tensor ids = batch_tensor(batch.inputs, batch, s.device);
-  // One teacher forward gives every layer's input and its mixer output before W_o.
-  models::ForwardTrace trace;
-  {
-    torch::NoGradGuard no_grad;
-    s.teacher->hidden_states(ids, nullptr, &trace);
-  }
+  const auto& teacher_blocks = s.teacher->blocks();
+  const auto& blocks = s.model->blocks();
+  XD_CHECK(teacher_blocks.size() == blocks.size(), "align: the teacher has ", teacher_blocks.size(),
+           " layers, the student ", blocks.size());
   MicroLosses out;
   out.tokens = batch.rows * batch.seq_len;
   at::Tensor total = torch::zeros({}, torch::TensorOptions().device(s.device));
-  const auto& blocks = s.model->blocks();
+  at::Tensor x;
+  {
+    torch::NoGradGuard no_grad;
+    x = at::embedding(s.teacher->embed, ids);
+  }
+  const auto to_compute = [&](const at::Tensor& t) { return t.to(s.compute_dtype); };
   for (size_t layer = 0; layer < blocks.size(); ++layer) {
-    const auto& block = blocks[layer];
-    at::Tensor x = trace.layer_inputs[layer].to(s.compute_dtype);
-    trace.layer_inputs[layer] = at::Tensor();  // free as we go
-    if (block->config.norm_placement == models::NormPlacement::pre) {
-      torch::NoGradGuard no_grad;  // the norm is frozen in Stage I
-      x = block->mixer_norm->forward(x);
+    auto& teacher = *teacher_blocks[layer];
+    auto* teacher_mixer = dynamic_cast<models::AttentionMixer*>(teacher.mixer.get());
+    auto* student_mixer = dynamic_cast<student::HybridMixer*>(blocks[layer]->mixer.get());
+    XD_CHECK(teacher_mixer && student_mixer, "align: layer ", layer, " is not an attention layer in the teacher and a ",
+             "hybrid layer in the student");
+    models::AttentionMixer::Qkv plain, rotated;
+    at::Tensor mixer_in, target;
+    {
+      torch::NoGradGuard no_grad;  // the teacher, and the student's norm and projections, are frozen
+      const bool pre = teacher.config.norm_placement == models::NormPlacement::pre;
+      mixer_in = pre ? teacher.mixer_norm->forward(x) : x;
+      plain = teacher_mixer->project_unrotated(mixer_in);
+      rotated = teacher_mixer->rotate(plain, s.teacher->context(static_cast<int64_t>(layer), 0));
+      target = teacher_mixer->attend(rotated.q, rotated.k, rotated.v, 0);
     }
-    // Each layer's term is backpropagated at once: its graph is freed before the next.
-    const at::Tensor student_h = block->mixer->forward_pre_out(x, s.model->context(layer, 0));
-    const at::Tensor loss = alignment_loss(student_h, trace.mixer_outputs[layer]);
-    trace.mixer_outputs[layer] = at::Tensor();
-    (loss * scale).backward();
+    const student::HybridInputs in = student::hybrid_inputs(
+        to_compute(mixer_in), {to_compute(plain.q), to_compute(plain.k), to_compute(plain.v)},
+        {to_compute(rotated.q), to_compute(rotated.k), to_compute(rotated.v)});
+    // [B,H,T,Dh] view of a [B,T,H,Dh] tensor: the reshape to the target's layout is free.
+    const at::Tensor student_h =
+        student_mixer->hybrid->forward(in).transpose(1, 2).reshape({ids.size(0), ids.size(1), -1});
+    const at::Tensor loss = alignment_loss(student_h, target);
+    (loss * scale).backward();  // this layer's graph is freed before the next
     total = total + loss.detach();
+    torch::NoGradGuard no_grad;
+    x = teacher.finish(x, target);
   }
   out.total = total;
   out.align = total;

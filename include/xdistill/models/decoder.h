@@ -123,6 +123,9 @@ class DecoderBlock : public torch::nn::Module {
  public:
   DecoderBlock(const BlockConfig& block, std::shared_ptr<Mixer> mixer, const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x, const MixerContext& ctx, ForwardTrace* trace);
+  // The block after its mixer: x + W_o pre_out (normed after for post-norm), then the
+  // MLP with its residual. For callers that run the mixer themselves (decoding, Stage I).
+  at::Tensor finish(const at::Tensor& x, const at::Tensor& pre_out);
 
   BlockConfig config;
   std::shared_ptr<Mixer> mixer;

@@ -218,16 +218,16 @@ __device__ float mlstm_update(const StudentDecodeStepParams& p, const Smem& s, i
 // Phase 4: writes the token's k, v into the ring (and sink) slot, then attends over
 // the visible ring slots and sinks. Returns this thread's output column (tid < D).
 template <typename T>
-__device__ float window_attention(const StudentDecodeStepParams& p, const Smem& s, int bh, long long t) {
+__device__ float window_attention(const StudentDecodeStepParams& p, const Smem& s, int bhk, long long t) {
   constexpr int E = Vec<T>::n;
   constexpr int kInFlight = 4;  // key/value rows loaded before they are used
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, D = p.D;
   const int W = p.window, S = p.sinks, NK = S + W;
   const int cur = static_cast<int>(t % W), sink_slot = static_cast<int>(t < S ? t : S);
-  T* ring_k = static_cast<T*>(p.ring_k) + (long long)bh * W * D;
-  T* ring_v = static_cast<T*>(p.ring_v) + (long long)bh * W * D;
-  T* sink_k = static_cast<T*>(p.sink_k) + (long long)bh * (S + 1) * D;
-  T* sink_v = static_cast<T*>(p.sink_v) + (long long)bh * (S + 1) * D;
+  T* ring_k = static_cast<T*>(p.ring_k) + (long long)bhk * W * D;
+  T* ring_v = static_cast<T*>(p.ring_v) + (long long)bhk * W * D;
+  T* sink_k = static_cast<T*>(p.sink_k) + (long long)bhk * (S + 1) * D;
+  T* sink_v = static_cast<T*>(p.sink_v) + (long long)bhk * (S + 1) * D;
   if (tid < D) {
     st(ring_k + (long long)cur * D + tid, s.k_rot[tid]);
     st(ring_v + (long long)cur * D + tid, s.v_row[tid]);
@@ -378,7 +378,7 @@ __global__ void __launch_bounds__(kThreads) student_decode_step_kernel(StudentDe
   feature_maps<T>(p, s, h);                                   // phase 2
   const float global = mlstm_update<T>(p, s, bh, a, e, m_new);  // phase 3
   if (tid == 0) p.m[bh] = m_new;                              // every thread read m_prev before phase 2's barriers
-  const float local = window_attention<T>(p, s, bh, t);       // phase 4
+  const float local = window_attention<T>(p, s, b * p.Hk + hk, t);  // phase 4
   if (tid < D) {                                              // phase 5
     const float mixed = __fadd_rn(__fmul_rn(o, global), __fmul_rn(1.f - o, local));
     st(static_cast<T*>(p.out) + b * p.out_sb + (long long)h * D + tid, mixed);

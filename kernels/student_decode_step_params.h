@@ -9,7 +9,9 @@
 //   x:      [B, .., hidden] the mixer input (the gates' input)
 //   cos, sin [B, D] float32 (attention scaling applied); positions [B] int64
 //   C [B,H,Dk,D], n [B,H,Dk], m [B,H] float32, updated in place
-//   ring_k/v [B,H,window,D], sink_k/v [B,H,sinks+1,D] (slot `sinks` is scratch)
+//   ring_k/v [B,Hk,window,D], sink_k/v [B,Hk,sinks+1,D] (slot `sinks` is scratch): one
+//            ring per key/value head; the H/Hk blocks of a group write the same token
+//            to it (the same bytes) before reading it
 //   out:    [B, .., H*D] row b at out + b*out_sb
 #pragma once
 #include <cuda_runtime.h>

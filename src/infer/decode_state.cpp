@@ -57,9 +57,10 @@ DecodeState::DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, 
       b.C = at::zeros({batch, H, Dk, D}, f32);
       b.n = at::zeros({batch, H, Dk}, f32);
       b.m = at::zeros({batch, H}, f32);
-      b.ring_k = at::zeros({batch, H, s.window, D}, opts);
+      // One ring per key/value head: the query heads of a group read the same keys.
+      b.ring_k = at::zeros({batch, c.num_kv_heads, s.window, D}, opts);
       b.ring_v = at::zeros_like(b.ring_k);
-      b.sink_k = at::zeros({batch, H, s.sinks + 1, D}, opts);
+      b.sink_k = at::zeros({batch, c.num_kv_heads, s.sinks + 1, D}, opts);
       b.sink_v = at::zeros_like(b.sink_k);
       const auto& core = *hybrid->hybrid;
       b.gate_w = at::cat({core.igate_w, core.fgate_w}, 0).to(at::kFloat);
@@ -177,11 +178,15 @@ at::Tensor DecodeState::prefill_student(int64_t first, const at::Tensor& ids, in
       rows(b.C).copy_(st.mlstm->C);
       rows(b.n).copy_(st.mlstm->n);
       rows(b.m).copy_(st.mlstm->m);
-      rows(b.ring_k).copy_(st.window->ring_k);
-      rows(b.ring_v).copy_(st.window->ring_v);
+      // The model's window cache holds every query head (KV heads repeated): keep the
+      // first head of each group.
+      const int64_t Hk = b.ring_k.size(1);
+      auto kv_heads = [&](const at::Tensor& t) { return t.unflatten(1, {Hk, t.size(1) / Hk}).select(2, 0); };
+      rows(b.ring_k).copy_(kv_heads(st.window->ring_k));
+      rows(b.ring_v).copy_(kv_heads(st.window->ring_v));
       const int64_t s = st.window->sinks;
-      rows(b.sink_k).narrow(2, 0, s).copy_(st.window->sink_k);
-      rows(b.sink_v).narrow(2, 0, s).copy_(st.window->sink_v);
+      rows(b.sink_k).narrow(2, 0, s).copy_(kv_heads(st.window->sink_k));
+      rows(b.sink_v).narrow(2, 0, s).copy_(kv_heads(st.window->sink_v));
     } else {
       auto* kv = dynamic_cast<models::KvState*>(dc->layers[i].get());
       XD_CHECK(kv != nullptr, "prefill: layer ", i, " holds an unknown decoding state");
@@ -267,7 +272,8 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   student::HybridInputs in;
   in.x = h;
   in.q = models::apply_rotary(plain.q, cos, sin, c.rope_in_fp32);
-  in.k = repeat_heads(models::apply_rotary(plain.k, cos, sin, c.rope_in_fp32), G);
+  const at::Tensor k_rot = models::apply_rotary(plain.k, cos, sin, c.rope_in_fp32);  // [B,Hk,1,D]
+  in.k = repeat_heads(k_rot, G);
   in.v = repeat_heads(plain.v, G);
   in.q_gate = plain.q;
   in.k_gate = repeat_heads(plain.k, G);
@@ -291,23 +297,25 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   const auto global = (num / den.unsqueeze(-1)).unsqueeze(2).to(in.v.scalar_type());  // [B,H,1,D]
 
   // Window + sinks: write the token into its ring slot (and sink slot while the row is
-  // short), then attend over ring and sinks with a mask built from the positions.
-  const int64_t W = s.window, S = s.sinks;
+  // short), then attend over ring and sinks with a mask built from the positions; the
+  // query heads of a key/value head side by side: [B,Hk,G,D] against [B,Hk,n,D].
+  const int64_t W = s.window, S = s.sinks, Hk = c.num_kv_heads;
   const auto& [ring_slot, sink_slot, ring_hidden, sink_hidden] = window_slots(W, S, shared);
-  b.ring_k.scatter_(2, ring_slot.expand({B, H, 1, D}), in.k);
-  b.ring_v.scatter_(2, ring_slot.expand({B, H, 1, D}), in.v);
-  b.sink_k.scatter_(2, sink_slot.expand({B, H, 1, D}), in.k);
-  b.sink_v.scatter_(2, sink_slot.expand({B, H, 1, D}), in.v);
+  b.ring_k.scatter_(2, ring_slot.expand({B, Hk, 1, D}), k_rot);
+  b.ring_v.scatter_(2, ring_slot.expand({B, Hk, 1, D}), plain.v);
+  b.sink_k.scatter_(2, sink_slot.expand({B, Hk, 1, D}), k_rot);
+  b.sink_v.scatter_(2, sink_slot.expand({B, Hk, 1, D}), plain.v);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const auto ct = in.q.is_cuda() ? in.q.scalar_type() : at::kFloat;  // float32 on the CPU, as window_attention_step
-  const auto qc = in.q.to(ct);
+  const auto qc = in.q.to(ct).reshape({B, Hk, G, D});
   const auto sink_k = b.sink_k.narrow(2, 0, S).to(ct), sink_v = b.sink_v.narrow(2, 0, S).to(ct);
-  auto ring_scores = at::matmul(qc, b.ring_k.to(ct).transpose(-1, -2)).to(at::kFloat) * scale;  // [B,H,1,W]
-  auto sink_scores = at::matmul(qc, sink_k.transpose(-1, -2)).to(at::kFloat) * scale;           // [B,H,1,S]
+  auto ring_scores = at::matmul(qc, b.ring_k.to(ct).transpose(-1, -2)).to(at::kFloat) * scale;  // [B,Hk,G,W]
+  auto sink_scores = at::matmul(qc, sink_k.transpose(-1, -2)).to(at::kFloat) * scale;           // [B,Hk,G,S]
   ring_scores = ring_scores.masked_fill(ring_hidden, -kInf);
   sink_scores = sink_scores.masked_fill(sink_hidden, -kInf);  // only sinks that left the window
   const auto probs = at::softmax(at::cat({sink_scores, ring_scores}, -1), -1).to(ct);
-  const auto local = at::matmul(probs.narrow(-1, 0, S), sink_v) + at::matmul(probs.narrow(-1, S, W), b.ring_v.to(ct));
+  const auto local = (at::matmul(probs.narrow(-1, 0, S), sink_v) + at::matmul(probs.narrow(-1, S, W), b.ring_v.to(ct)))
+                         .reshape({B, H, 1, D});
 
   // Output gate (HybridCore::output_gate) as one product over [q_gate, k_gate, v].
   const auto gate_in = at::cat({in.q_gate, in.k_gate, in.v}, -1);  // [B,H,1,3D]

@@ -4,8 +4,9 @@
 //   teacher layer: K/V cache [B, kv_heads, capacity, D] (capacity rounded up to whole
 //                  key blocks of 256 beyond one block)
 //   student layer: mLSTM state C [B,H,Dk,Dv], n [B,H,Dk], m [B,H] (float32), window
-//                  ring [B,H,window,D] and sinks [B,H,sinks+1,D] (the last slot is a
-//                  scratch slot for rows past their sinks): constant in the context.
+//                  ring [B,kv_heads,window,D] and sinks [B,kv_heads,sinks+1,D] (the
+//                  last slot is a scratch slot for rows past their sinks): constant in
+//                  the context.
 #pragma once
 #include <torch/torch.h>
 

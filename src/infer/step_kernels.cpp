@@ -108,7 +108,7 @@ bool fused_mixer_step_supported(const FusedMixerLayer& l, const at::Tensor& like
     if (t->scalar_type() != like.scalar_type()) return false;
   for (const at::Tensor* t : {&l.gate_w, &l.gate_b, &l.ogate_b, &l.C, &l.n, &l.m})
     if (t->scalar_type() != at::kFloat) return false;
-  if (l.ring_k.size(1) != l.heads || l.ring_k.size(2) != l.window || l.sink_k.size(2) != l.sinks + 1) return false;
+  if (l.ring_k.size(1) != l.kv_heads || l.ring_k.size(2) != l.window || l.sink_k.size(2) != l.sinks + 1) return false;
   xk::StudentDecodeStepParams p{};
   p.dtype = dtype;
   p.D = static_cast<int>(D);

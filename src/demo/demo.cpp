@@ -45,7 +45,7 @@ struct Preset {
 };
 Preset preset_for(const DemoOptions& o) {
   Preset p = o.size == "small" ? Preset{512, 32, 32, 3000, 200, 300, 200, 20000, "1.5e-3"}
-                               : Preset{256, 8, 32, 1400, 80, 60, 100, 8000, "3e-3"};
+                               : Preset{256, 8, 32, 2000, 80, 60, 100, 8000, "3e-3"};
   auto scale = [&](int64_t steps) { return std::max<int64_t>(4, std::llround(steps * o.steps_scale)); };
   p.pretrain_steps = scale(p.pretrain_steps);
   p.align_steps = scale(p.align_steps);

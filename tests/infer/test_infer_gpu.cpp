@@ -146,6 +146,9 @@ TEST(InferenceGpu, StudentMemoryDoesNotGrowWithContext) {
     }
     return infer::peak_memory_bytes(model->device()) - before;
   };
+  // A first run allocates what stays for the process (library workspaces, handles):
+  // keep it out of both measurements.
+  peak_for(pair.student, 512);
   const int64_t s2k = peak_for(pair.student, 2048), s8k = peak_for(pair.student, 8192);
   EXPECT_LT(std::abs(s8k - s2k), s2k / 50 + (1 << 20)) << "student peak " << s2k << " vs " << s8k << " bytes";
   // The teacher's K/V cache does grow: the measurement can tell.

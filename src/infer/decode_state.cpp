@@ -6,6 +6,7 @@
 #include <limits>
 #include <tuple>
 
+#include "ops/window_heads.h"
 #include "xdistill/infer/window_prefill.h"
 #include "xdistill/student/hybrid_mixer.h"
 #include "xdistill/util/error.h"
@@ -32,12 +33,6 @@ models::AttentionMixer& attention_of(models::DecoderBlock& block) {
 
 bool pre_norm(const models::DecoderBlock& block) { return block.config.norm_placement == models::NormPlacement::pre; }
 
-// [B,Hk,T,D] -> [B,Hk*groups,T,D], as HF's repeat_kv (no host synchronisation).
-at::Tensor repeat_heads(const at::Tensor& t, int64_t groups) {
-  if (groups == 1) return t;
-  const auto s = t.sizes();
-  return t.unsqueeze(2).expand({s[0], s[1], groups, s[2], s[3]}).reshape({s[0], s[1] * groups, s[2], s[3]});
-}
 
 }  // namespace
 
@@ -273,10 +268,10 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   in.x = h;
   in.q = models::apply_rotary(plain.q, cos, sin, c.rope_in_fp32);
   const at::Tensor k_rot = models::apply_rotary(plain.k, cos, sin, c.rope_in_fp32);  // [B,Hk,1,D]
-  in.k = repeat_heads(k_rot, G);
-  in.v = repeat_heads(plain.v, G);
+  in.k = ops::repeat_kv(k_rot, H);
+  in.v = ops::repeat_kv(plain.v, H);
   in.q_gate = plain.q;
-  in.k_gate = repeat_heads(plain.k, G);
+  in.k_gate = ops::repeat_kv(plain.k, H);
 
   // mLSTM step in place (ops::reference::mlstm_recurrent's update, float32).
   const auto phi_q = core.feature_map(in.q, core.feature_q), phi_k = core.feature_map(in.k, core.feature_k);
@@ -351,7 +346,8 @@ void DecodeState::step() {
       std::tie(x, delta) = fused_block_tail(block, x, pre_out);
     }
     const auto& norm = *model_->final_norm;
-    const at::Tensor last = fused_add_rmsnorm(x, delta, norm.weight, norm.eps, norm.weight_in_fp32).second;
+    const at::Tensor last = delta.defined() ? fused_add_rmsnorm(x, delta, norm.weight, norm.eps, norm.weight_in_fp32).second
+                                            : fused_rmsnorm(x, norm.weight, norm.eps, norm.weight_in_fp32);
     logits.copy_(model_->logits(last.select(1, 0)));
     positions.add_(1);
     return;

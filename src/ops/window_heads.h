@@ -1,6 +1,6 @@
-// Grouped-query attention helpers for the window operator: key/value heads
-// repeated to the query heads (as Hugging Face's repeat_kv) and the reverse,
-// gradients summed over each group of query heads.
+// Grouped-query attention helpers (the window operator, the student's hybrid core,
+// the decode step): key/value heads repeated to the query heads (as Hugging Face's
+// repeat_kv) and the reverse, gradients summed over each group of query heads.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "ops/window_heads.h"
 #include "xdistill/infer/window_prefill.h"
 #include "xdistill/util/error.h"
 
@@ -188,7 +189,7 @@ at::Tensor HybridCore::forward(const HybridInputs& in, const at::Tensor& local) 
   const at::Tensor phi_q = feature_map(in.q, feature_q), phi_k = feature_map(in.k, feature_k);
   auto [i, f] = gates(in.x);
   // The mLSTM reads v per query head (KV head repeated to its group, as HF's repeat_kv).
-  const at::Tensor v = repeat_kv(in.v, heads_);
+  const at::Tensor v = ops::repeat_kv(in.v, heads_);
   at::Tensor global = ops::mlstm(phi_q, phi_k, v, i, f, c10::nullopt, config_.chunk_size).first;
   const at::Tensor loc = local.defined() ? local : local_branch(in);
   return mix(global, loc, output_gate_bsh(in));
@@ -198,9 +199,9 @@ at::Tensor HybridCore::forward_cached(const HybridInputs& grouped, HybridState& 
   // Generation keeps its caches per query head (as the inference engine's chunked
   // prefill reads them): KV heads repeated once here.
   HybridInputs in = grouped;
-  in.k = repeat_kv(in.k, heads_);
-  in.v = repeat_kv(in.v, heads_);
-  in.k_gate = repeat_kv(in.k_gate, heads_);
+  in.k = ops::repeat_kv(in.k, heads_);
+  in.v = ops::repeat_kv(in.v, heads_);
+  in.k_gate = ops::repeat_kv(in.k_gate, heads_);
   const int64_t B = in.q.size(0), S = in.q.size(2);
   const at::Tensor phi_q = feature_map(in.q, feature_q), phi_k = feature_map(in.k, feature_k);
   auto [i, f] = gates(in.x);
@@ -228,12 +229,6 @@ at::Tensor HybridCore::forward_cached(const HybridInputs& grouped, HybridState& 
     outs.push_back(mix(g, loc, gate.narrow(1, t, 1)));
   }
   return torch::cat(outs, 2);
-}
-
-at::Tensor repeat_kv(const at::Tensor& x, int64_t heads) {
-  const int64_t groups = heads / x.size(1);
-  XD_CHECK(groups >= 1 && heads % x.size(1) == 0, "repeat_kv: ", x.size(1), " heads do not divide ", heads);
-  return groups == 1 ? x : x.repeat_interleave(groups, 1);
 }
 
 }  // namespace xd::student

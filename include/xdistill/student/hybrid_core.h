@@ -81,10 +81,6 @@ class HybridCore : public torch::nn::Module {
   StudentConfig config_;
 };
 
-// KV heads [B,Hk,S,D] repeated to `heads` query heads (HF's repeat_kv: KV head g
-// serves query heads g*G .. g*G+G-1); x itself when Hk == heads.
-at::Tensor repeat_kv(const at::Tensor& x, int64_t heads);
-
 // Names of the core's parameters, as registered (for checkpoints and for telling
 // new parameters from copied ones).
 const std::vector<std::string>& hybrid_parameter_names();

@@ -14,7 +14,7 @@
 namespace xd::infer {
 namespace {
 
-constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
 // Teacher caches longer than this are allocated in whole blocks of it, and decode's
 // product of the probabilities with V runs per block (a split over keys by hand: one
 // product of G rows over the whole cache would keep only B*kv_heads blocks busy).
@@ -238,7 +238,7 @@ at::Tensor DecodeState::teacher_mixer_step(size_t layer, const at::Tensor& h, St
     if (c.sliding_window > 0) visible = visible.logical_and(t - j < c.sliding_window);
     hidden = shared.kv_visible.emplace(c.sliding_window, visible.logical_not()).first;
   }
-  scores = scores.masked_fill(hidden->second, -kInf);
+  scores = scores.masked_fill(hidden->second, -kInfinity);
   const auto probs = at::softmax(scores, -1).to(b.v.scalar_type());
   const int64_t slots = b.v.size(2);
   if (slots <= kKeyBlock) return at::matmul(probs, b.v).reshape({B, 1, -1});  // [B,Hk,G,D] -> [B,1,H*D]
@@ -306,8 +306,8 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   const auto sink_k = b.sink_k.narrow(2, 0, S).to(ct), sink_v = b.sink_v.narrow(2, 0, S).to(ct);
   auto ring_scores = at::matmul(qc, b.ring_k.to(ct).transpose(-1, -2)).to(at::kFloat) * scale;  // [B,Hk,G,W]
   auto sink_scores = at::matmul(qc, sink_k.transpose(-1, -2)).to(at::kFloat) * scale;           // [B,Hk,G,S]
-  ring_scores = ring_scores.masked_fill(ring_hidden, -kInf);
-  sink_scores = sink_scores.masked_fill(sink_hidden, -kInf);  // only sinks that left the window
+  ring_scores = ring_scores.masked_fill(ring_hidden, -kInfinity);
+  sink_scores = sink_scores.masked_fill(sink_hidden, -kInfinity);  // only sinks that left the window
   const auto probs = at::softmax(at::cat({sink_scores, ring_scores}, -1), -1).to(ct);
   const auto local = (at::matmul(probs.narrow(-1, 0, S), sink_v) + at::matmul(probs.narrow(-1, S, W), b.ring_v.to(ct)))
                          .reshape({B, H, 1, D});

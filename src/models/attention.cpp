@@ -260,7 +260,7 @@ std::unique_ptr<MixerState> AttentionMixer::new_state(int64_t batch, int64_t cap
 // ---------------------------------------------------------------- mixer registry
 
 namespace {
-std::mutex& registry_mutex() {
+std::mutex& mixer_registry_mutex() {
   static std::mutex m;
   return m;
 }
@@ -274,19 +274,19 @@ std::map<std::string, MixerFactory>& mixer_registry() {
 }  // namespace
 
 void register_mixer(const std::string& name, MixerFactory factory) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
+  std::lock_guard<std::mutex> lock(mixer_registry_mutex());
   mixer_registry()[name] = std::move(factory);
 }
 
 bool has_mixer(const std::string& name) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
+  std::lock_guard<std::mutex> lock(mixer_registry_mutex());
   return mixer_registry().count(name) > 0;
 }
 
 std::shared_ptr<Mixer> make_mixer(const BlockConfig& block, const at::TensorOptions& options) {
   MixerFactory factory;
   {
-    std::lock_guard<std::mutex> lock(registry_mutex());
+    std::lock_guard<std::mutex> lock(mixer_registry_mutex());
     auto it = mixer_registry().find(block.mixer);
     if (it == mixer_registry().end()) {
       std::string known;

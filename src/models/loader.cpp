@@ -114,7 +114,7 @@ void load_weights_from(Decoder& model, const io::Checkpoint& ck, const LoadOptio
   if (!gpu_raw.empty()) copy_to_gpu_parallel(ck, gpu_raw);
 }
 
-std::mutex& registry_mutex() {
+std::mutex& model_type_registry_mutex() {
   static std::mutex m;
   return m;
 }
@@ -148,12 +148,12 @@ void load_weights(Decoder& model, const std::string& dir, const LoadOptions& opt
 }
 
 void register_model_type(const std::string& model_type, ModelFactory factory) {
-  std::lock_guard<std::mutex> lock(registry_mutex());
+  std::lock_guard<std::mutex> lock(model_type_registry_mutex());
   registry()[model_type] = std::move(factory);
 }
 
 std::vector<std::string> registered_model_types() {
-  std::lock_guard<std::mutex> lock(registry_mutex());
+  std::lock_guard<std::mutex> lock(model_type_registry_mutex());
   std::vector<std::string> out;
   for (const auto& [name, f] : registry()) out.push_back(name);
   return out;
@@ -170,7 +170,7 @@ std::shared_ptr<LanguageModel> load_model(const std::string& dir, const std::str
   const std::string type = config.value("model_type", "");
   ModelFactory factory;
   {
-    std::lock_guard<std::mutex> lock(registry_mutex());
+    std::lock_guard<std::mutex> lock(model_type_registry_mutex());
     auto it = registry().find(type);
     if (it != registry().end()) factory = it->second;
   }

@@ -21,7 +21,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 namespace xk = xd::kernels;
 
-void check_launch(const char* kernel) {
+void check_mlstm_launch(const char* kernel) {
   if (const char* e = xk::last_error_or_null()) throw Error(std::string("mlstm: CUDA kernel ") + kernel + " failed: " + e);
 }
 
@@ -113,7 +113,7 @@ GateTables gate_tables(const at::Tensor& i, const at::Tensor& f, const at::Tenso
   p.L = static_cast<int>(L);
   p.NC = static_cast<int>(NC);
   xk::mlstm_gate_tables(p, at::cuda::getCurrentCUDAStream());
-  check_launch("gate_tables");
+  check_mlstm_launch("gate_tables");
   return t;
 }
 
@@ -199,7 +199,7 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
   p.split_states = split_states && path == Path::Mma;
   if (path == Path::Mma) xk::mlstm_chunk_scan_mma(p, at::cuda::getCurrentCUDAStream());
   else xk::mlstm_chunk_scan(p, at::cuda::getCurrentCUDAStream());
-  check_launch("chunk_scan");
+  check_mlstm_launch("chunk_scan");
 }
 
 at::Tensor flat_f32(const at::Tensor& t, int64_t BH) {
@@ -245,7 +245,7 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     p.split_states = split;
     if (path == Path::Mma) xk::mlstm_forward_output_mma(p, at::cuda::getCurrentCUDAStream());
     else xk::mlstm_forward_output(p, at::cuda::getCurrentCUDAStream());
-    check_launch("forward_output");
+    check_mlstm_launch("forward_output");
     ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, h, dn});
     return {h, C.view({dm.B, dm.H, dm.Dk, dm.Dv}), n.view({dm.B, dm.H, dm.Dk}), t.m_final.view({dm.B, dm.H})};
   }
@@ -281,7 +281,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   const auto hc = h.contiguous();
   xk::mlstm_row_dot(dh.data_ptr(), hc.data_ptr(), kernel_dtype(h), gh.data_ptr<float>(), BH * static_cast<int>(dm.S),
                     static_cast<int>(dm.Dv), at::cuda::getCurrentCUDAStream());
-  check_launch("row_dot");
+  check_mlstm_launch("row_dot");
   auto inv_den = at::empty({BH, t.S_pad}, fo), ddn = at::empty_like(inv_den), row_w = at::empty_like(inv_den),
        vec_w = at::empty_like(inv_den), dm_direct = at::empty({BH, dm.S}, fo);
   {
@@ -301,7 +301,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
     np.S = static_cast<int>(dm.S);
     np.S_pad = static_cast<int>(t.S_pad);
     xk::mlstm_normaliser_terms(np, at::cuda::getCurrentCUDAStream());
-    check_launch("normaliser_terms");
+    check_mlstm_launch("normaliser_terms");
   }
 
   at::Tensor dstates, dvecs, dC0, dn0;
@@ -336,7 +336,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   p.tensor_cores = path == Path::Split;
   if (path == Path::Mma) xk::mlstm_backward_chunk_mma(p, at::cuda::getCurrentCUDAStream());
   else xk::mlstm_backward_chunk(p, at::cuda::getCurrentCUDAStream());
-  check_launch("backward_chunk");
+  check_mlstm_launch("backward_chunk");
 
   const auto state_dot = ((C_S.reshape({BH, -1}) * dC_fin).sum(-1) + (n_S * dn_fin).sum(-1)).contiguous();
   const auto dm_fin = grads[3].defined() ? flat_f32(grads[3], BH) : at::Tensor();
@@ -359,7 +359,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   g.S = static_cast<int>(dm.S);
   g.sequential = sequential_gates();
   xk::mlstm_gate_backward(g, at::cuda::getCurrentCUDAStream());
-  check_launch("gate_backward");
+  check_mlstm_launch("gate_backward");
 
   at::Tensor gC0, gn0, gm0;
   if (C0.defined()) {

@@ -77,7 +77,7 @@ xk::WindowSinksParams sink_params(const at::Tensor& qb, const at::Tensor& kb, co
   return p;
 }
 
-void check_launch(const char* what) {
+void check_window_launch(const char* what) {
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) throw Error(std::string("window_attention: CUDA kernel ") + what + " failed: " + cudaGetErrorString(e));
 }
@@ -149,7 +149,7 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
     const int64_t ns = std::min(sinks, S);
     if (ns > 0 && S > window && fused_sinks(ns, qb, kb, vb, lse)) {
       xk::window_sinks_forward(sink_params(qb, kb, vb, out, lse, window, ns, scale), at::cuda::getCurrentCUDAStream());
-      check_launch("window_sinks_forward");
+      check_window_launch("window_sinks_forward");
     } else if (ns > 0 && S > window) {
       aten_sinks_forward(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2), out, lse, window, ns, scale);
     }
@@ -184,7 +184,7 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
       p.dk_part = part[0].data_ptr<float>();
       p.dv_part = part[1].data_ptr<float>();
       xk::window_sinks_backward(p, at::cuda::getCurrentCUDAStream());
-      check_launch("window_sinks_backward");
+      check_window_launch("window_sinks_backward");
     } else if (ns > 0 && S > window) {
       auto dq4 = dq.transpose(1, 2), dk4 = dk.transpose(1, 2), dv4 = dv.transpose(1, 2);
       aten_sinks_backward(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2), out.transpose(1, 2),

@@ -264,23 +264,19 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
     return fused_mixer_step(b.fused, rows(plain.q), rows(plain.k), rows(plain.v), h, cos.view({B, D}),
                             sin.view({B, D}), positions);
   }
-  student::HybridInputs in;
-  in.x = h;
-  in.q = models::apply_rotary(plain.q, cos, sin, c.rope_in_fp32);
+  const at::Tensor q = models::apply_rotary(plain.q, cos, sin, c.rope_in_fp32);      // [B,H,1,D]
   const at::Tensor k_rot = models::apply_rotary(plain.k, cos, sin, c.rope_in_fp32);  // [B,Hk,1,D]
-  in.k = ops::repeat_kv(k_rot, H);
-  in.v = ops::repeat_kv(plain.v, H);
-  in.q_gate = plain.q;
-  in.k_gate = ops::repeat_kv(plain.k, H);
+  const at::Tensor v_heads = ops::repeat_kv(plain.v, H);  // the mLSTM and the gate read v per query head
 
-  // mLSTM step in place (ops::reference::mlstm_recurrent's update, float32).
-  const auto phi_q = core.feature_map(in.q, core.feature_q), phi_k = core.feature_map(in.k, core.feature_k);
+  // mLSTM step in place (ops::reference::mlstm_recurrent's update, float32). The feature
+  // map takes the key/value heads as they are and returns one map per query head.
+  const auto phi_q = core.feature_map(q, core.feature_q), phi_k = core.feature_map(k_rot, core.feature_k);
   // Input and forget gates in one product (HybridCore::gates, soft-capped): [B,H] each.
-  auto z = at::linear(in.x.to(at::kFloat), b.gate_w, b.gate_b).view({B, 2 * H});
+  auto z = at::linear(h.to(at::kFloat), b.gate_w, b.gate_b).view({B, 2 * H});
   if (s.gate_softcap > 0) z = at::tanh(z / s.gate_softcap) * s.gate_softcap;
   const auto it = z.narrow(1, 0, H), lf = at::log_sigmoid(z.narrow(1, H, H));
   const auto qs = phi_q.squeeze(2).to(at::kFloat) / std::sqrt(static_cast<double>(phi_q.size(-1)));
-  const auto ks = phi_k.squeeze(2).to(at::kFloat), vs = in.v.squeeze(2).to(at::kFloat);
+  const auto ks = phi_k.squeeze(2).to(at::kFloat), vs = v_heads.squeeze(2).to(at::kFloat);
   const auto m_new = at::maximum(lf + b.m, it);
   const auto a = at::exp(lf + b.m - m_new), e = at::exp(it - m_new);
   b.C.mul_(a.unsqueeze(-1).unsqueeze(-1)).add_(e.unsqueeze(-1).unsqueeze(-1) * ks.unsqueeze(-1) * vs.unsqueeze(-2));
@@ -289,7 +285,7 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   const auto num = at::matmul(qs.unsqueeze(-2), b.C).squeeze(-2);
   const auto den = at::maximum((qs * b.n).sum(-1).abs(), at::exp(-b.m)) + ops::kMlstmEps;
   // In the dtype of v, as ops::mlstm_step returns it.
-  const auto global = (num / den.unsqueeze(-1)).unsqueeze(2).to(in.v.scalar_type());  // [B,H,1,D]
+  const auto global = (num / den.unsqueeze(-1)).unsqueeze(2).to(plain.v.scalar_type());  // [B,H,1,D]
 
   // Window + sinks: write the token into its ring slot (and sink slot while the row is
   // short), then attend over ring and sinks with a mask built from the positions; the
@@ -301,8 +297,8 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
   b.sink_k.scatter_(2, sink_slot.expand({B, Hk, 1, D}), k_rot);
   b.sink_v.scatter_(2, sink_slot.expand({B, Hk, 1, D}), plain.v);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  const auto ct = in.q.is_cuda() ? in.q.scalar_type() : at::kFloat;  // float32 on the CPU, as window_attention_step
-  const auto qc = in.q.to(ct).reshape({B, Hk, G, D});
+  const auto ct = q.is_cuda() ? q.scalar_type() : at::kFloat;  // float32 on the CPU, as window_attention_step
+  const auto qc = q.to(ct).reshape({B, Hk, G, D});
   const auto sink_k = b.sink_k.narrow(2, 0, S).to(ct), sink_v = b.sink_v.narrow(2, 0, S).to(ct);
   auto ring_scores = at::matmul(qc, b.ring_k.to(ct).transpose(-1, -2)).to(at::kFloat) * scale;  // [B,Hk,G,W]
   auto sink_scores = at::matmul(qc, sink_k.transpose(-1, -2)).to(at::kFloat) * scale;           // [B,Hk,G,S]
@@ -313,9 +309,9 @@ at::Tensor DecodeState::student_mixer_step(size_t layer, const at::Tensor& h, St
                          .reshape({B, H, 1, D});
 
   // Output gate (HybridCore::output_gate) as one product over [q_gate, k_gate, v].
-  const auto gate_in = at::cat({in.q_gate, in.k_gate, in.v}, -1);  // [B,H,1,3D]
+  const auto gate_in = at::cat({plain.q, ops::repeat_kv(plain.k, H), v_heads}, -1);  // [B,H,1,3D]
   const auto o = at::sigmoid(at::matmul(gate_in, b.ogate_u).to(at::kFloat) + b.ogate_b.unsqueeze(-1));  // [B,H,1,1]
-  const auto mixed = (o * global.to(at::kFloat) + (1 - o) * local.to(at::kFloat)).to(in.v.scalar_type());
+  const auto mixed = (o * global.to(at::kFloat) + (1 - o) * local.to(at::kFloat)).to(plain.v.scalar_type());
   return mixed.transpose(1, 2).reshape({B, 1, -1});
 }
 

@@ -8,6 +8,8 @@
 #                  ATen step for the student) and prefill B=1 at 64K, teacher and student
 #   train          tools/bench_train.sh (Stage I 8B B=2, Stage II 3B B=1), 4 steps
 #   kernels        tools/bench_kernels.py (mLSTM, window + sinks, SDPA, FlexAttention)
+#   profile        where the GPU time goes, kernel by kernel: a student and teacher
+#                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
 #   demo-small     xdistill demo --size small --device cuda
 # Logs and JSON lines under $OUT; the build is kept in build-device between calls.
 set -uo pipefail
@@ -21,7 +23,7 @@ row() { ROWS+=("$(printf '%-12s %-8s %5ss  %s' "$1" "$2" "$3" "$4")"); }
 
 start=$(date +%s)
 scripts/device/build_and_test.sh --no-tests \
-  --targets "xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_torch_io_gpu" > "$OUT/build_summary.log" 2>&1
+  --targets "xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_torch_io_gpu test_kernel_profile_gpu" > "$OUT/build_summary.log" 2>&1
 rc=$?
 tail -3 "$OUT/build_summary.log"
 row build "$([[ $rc == 0 ]] && echo ok || echo FAILED)" $(( $(date +%s) - start )) ""
@@ -56,6 +58,15 @@ for part in "$@"; do
       ninja -C build-device xd_bench_kernels > /dev/null 2>&1
       python3 tools/bench_kernels.py --bin build-device/tests/ops/xd_bench_kernels 2>&1 | tee "$OUT/bench_kernels.md" | tail -20
       row kernels done $(( $(date +%s) - start )) ""
+      ;;
+    profile)
+      $BIN bench inference --shape llama-3.1-8b --batch 8 --context 1k --gen 20 --device cuda --dtype bf16 \
+        --profile-kernels > "$OUT/profile_decode.log" 2>&1
+      $BIN bench inference --shape llama-3.1-8b --batch 1 --context 16k --gen 2 --device cuda --dtype bf16 \
+        --profile-kernels > "$OUT/profile_prefill.log" 2>&1
+      tools/bench_train.sh $BIN 2 30 2>&1 | grep -v "^\[" > "$OUT/profile_train.log"
+      grep -A 12 "GPU time of one decode step, student" "$OUT/profile_decode.log"
+      row profile done $(( $(date +%s) - start )) "profile_{decode,prefill,train}.log"
       ;;
     demo-small)
       rm -rf /tmp/demo-small

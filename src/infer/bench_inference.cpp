@@ -14,6 +14,7 @@
 #include "xdistill/infer/bench.h"
 #include "xdistill/infer/engine.h"
 #include "xdistill/runtime/device.h"
+#include "xdistill/runtime/kernel_profile.h"
 #include "xdistill/student/register.h"
 #include "xdistill/student/student_model.h"
 #include "xdistill/util/error.h"
@@ -91,7 +92,8 @@ bool is_out_of_memory(const std::exception& e) {
   return what.find("out of memory") != std::string::npos || what.find("CUBLAS_STATUS_ALLOC_FAILED") != std::string::npos;
 }
 
-BenchResult measure(const Entry& e, int64_t batch, int64_t context, const BenchInferenceCommand& c) {
+BenchResult measure(const Entry& e, int64_t batch, int64_t context, const BenchInferenceCommand& c,
+                    bool profile = false) {
   BenchResult r;
   r.model = e.label;
   r.kind = e.kind;
@@ -112,15 +114,26 @@ BenchResult measure(const Entry& e, int64_t batch, int64_t context, const BenchI
     r.cuda_graph = engine.uses_cuda_graph();
     r.fused_step = engine.uses_fused_step();
     synchronize(device);
+    runtime::KernelProfile profiler;
+    const std::string where = e.label + " B=" + std::to_string(batch) + " ctx=" + std::to_string(context);
+    if (profile) profiler.start();
     auto t0 = std::chrono::steady_clock::now();
     at::Tensor next = engine.prefill(prompts).argmax(-1);
     (void)next.to(at::kCPU);
     r.ttft_s = seconds_since(t0);
     r.prefill_tok_s = batch * context / r.ttft_s;
+    if (profile) {
+      std::cout << runtime::format_kernel_times(profiler.stop(), "GPU time of the prefill, " + where) << std::flush;
+      profiler.start();
+    }
     t0 = std::chrono::steady_clock::now();
     for (int64_t i = 1; i < c.gen; ++i) next = engine.step(next).argmax(-1);
     (void)next.to(at::kCPU);
     const double decode_s = seconds_since(t0);
+    if (profile)
+      std::cout << runtime::format_kernel_times(profiler.stop(), "GPU time of one decode step, " + where, 25,
+                                                static_cast<double>(std::max<int64_t>(1, c.gen - 1)))
+                << std::flush;
     r.decode_tok_s = c.gen > 1 ? batch * (c.gen - 1) / decode_s : 0.0;
     r.peak_bytes = peak_memory_bytes(device);
     r.extra_bytes = r.peak_bytes - baseline;
@@ -176,7 +189,7 @@ void run_bench_inference(const BenchInferenceCommand& c) {
   for (int64_t batch : c.batches)
     for (int64_t context : contexts)
       for (const auto& e : entries) {
-        results.push_back(measure(e, batch, context, c));
+        results.push_back(measure(e, batch, context, c, c.profile_kernels && e.model->device().is_cuda()));
         const BenchResult& r = results.back();
         if (r.status == "ok")
           log::info("bench ", r.model, " B=", batch, " ctx=", context, ": ttft ", r.ttft_s, " s, prefill ",

@@ -28,6 +28,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("!--no-cuda-graph", args->cuda_graph, "decode eagerly instead of replaying a CUDA graph");
   cmd->add_flag("!--no-fused-step", args->fused_step,
                 "decode with ATen operations instead of the fused step kernels (mixer, norms, SiLU * up)");
+  cmd->add_flag("--profile-kernels", args->profile_kernels,
+                "print the GPU time of prefill and of a decode step kernel by kernel (CUDA; the timings then "
+                "include the profiler's cost)");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_option("--dtype", args->dtype, "f32, bf16 or auto (bf16 on CUDA)")
       ->check(CLI::IsMember({"auto", "f32", "bf16"}))->capture_default_str();

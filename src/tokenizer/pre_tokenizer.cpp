@@ -31,7 +31,7 @@ std::string escape_literal(const std::string& s) {
   return out;
 }
 
-struct Segment {
+struct SplitPiece {
   Piece range;
   bool is_match;
 };
@@ -98,7 +98,7 @@ void PreTokenizer::apply(const Step& step, std::string_view text, const Piece& p
     return;
   }
   // General case: match/gap segments, then merged by the behaviour's rule.
-  std::vector<Segment> segments;
+  std::vector<SplitPiece> segments;
   size_t previous = 0;
   step.regex->for_each_match(subject, [&](size_t b, size_t e) {
     if (b > previous) segments.push_back({{base + uint32_t(previous), base + uint32_t(b)}, step.invert});
@@ -111,7 +111,7 @@ void PreTokenizer::apply(const Step& step, std::string_view text, const Piece& p
   bool previous_match = false;
   if (step.behavior == SplitBehavior::MergedWithNext) {
     for (size_t i = segments.size(); i-- > 0;) {
-      const Segment& s = segments[i];
+      const SplitPiece& s = segments[i];
       if (s.is_match && !previous_match && !merged.empty()) merged.back().begin = s.range.begin;
       else merged.push_back(s.range);
       previous_match = s.is_match;
@@ -120,7 +120,7 @@ void PreTokenizer::apply(const Step& step, std::string_view text, const Piece& p
       if (merged[i].end > merged[i].begin) out.push_back(merged[i]);
     return;
   }
-  for (const Segment& s : segments) {
+  for (const SplitPiece& s : segments) {
     const bool merge = step.behavior == SplitBehavior::MergedWithPrevious ? (s.is_match && !previous_match)
                                                                           : (s.is_match == previous_match);
     if (merge && !merged.empty()) merged.back().end = s.range.end;

@@ -1,7 +1,6 @@
 // `xdistill bench-train`: the training step of Stage I or II on random-weight models
 // of a named shape, built directly on the device (no checkpoint on disk). Prints
 // tokens/s, model-FLOPs utilisation and peak memory (the figures of anchors.md).
-#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 
 #include "session.h"
 #include "xdistill/runtime/device.h"
+#include "xdistill/runtime/kernel_profile.h"
 #include "xdistill/student/hybrid_mixer.h"
 #include "xdistill/train/trainer.h"
 #include "xdistill/util/error.h"
@@ -47,44 +47,21 @@ nlohmann::json shape_config(const std::string& shape) {
 
 namespace {
 
-// Where a step's GPU time goes: one step under the Kineto profiler, kernels summed
-// by name (inclusive of every launch), the `top` largest printed with their share.
+// Where a step's GPU time goes: one step under the kernel profiler.
 void print_kernel_profile(const std::function<void()>& step, const at::Device& device, int top) {
-  namespace prof = torch::autograd::profiler;
-  using torch::profiler::impl::ActivityType;
   if (!device.is_cuda()) {
     std::printf("bench-train --profile: needs a CUDA device\n");
     return;
   }
-  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
-  const std::set<ActivityType> activities{ActivityType::CPU, ActivityType::CUDA};
-  prof::prepareProfiler(config, activities);
-  prof::enableProfiler(config, activities);
+  runtime::KernelProfile profiler;
+  profiler.start();
   const auto start = std::chrono::steady_clock::now();
   step();
   torch::cuda::synchronize();
   const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  const auto result = prof::disableProfiler();
-  std::map<std::string, std::pair<double, int64_t>> by_kernel;  // name -> (ms, launches)
-  double gpu_ms = 0;
-  for (const auto& e : result->events()) {
-    if (e.deviceType() != c10::DeviceType::CUDA) continue;
-    const double ms = static_cast<double>(e.durationNs()) * 1e-6;
-    auto& slot = by_kernel[e.name()];
-    slot.first += ms;
-    slot.second += 1;
-    gpu_ms += ms;
-  }
-  std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(by_kernel.begin(), by_kernel.end());
-  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
-  std::printf("profile of one step: wall %.1f ms (profiler on), GPU activity %.1f ms\n", wall_ms, gpu_ms);
-  std::printf("%9s %6s %7s  %s\n", "ms", "%", "calls", "kernel");
-  for (size_t i = 0; i < rows.size() && i < static_cast<size_t>(top); ++i) {
-    std::string name = rows[i].first;
-    if (name.size() > 110) name = name.substr(0, 107) + "...";
-    std::printf("%9.2f %6.1f %7lld  %s\n", rows[i].second.first, 100.0 * rows[i].second.first / std::max(gpu_ms, 1e-9),
-                static_cast<long long>(rows[i].second.second), name.c_str());
-  }
+  const auto times = profiler.stop();
+  std::printf("%s", runtime::format_kernel_times(times, "profile of one step: wall " + std::to_string(wall_ms) +
+                                                            " ms (profiler on)", top).c_str());
   std::fflush(stdout);
 }
 

@@ -19,6 +19,7 @@ struct BenchInferenceCommand {
   int64_t prefill_chunk = 4096;
   bool cuda_graph = true;
   bool fused_step = true;
+  bool profile_kernels = false;     // print where the GPU time of prefill and decode goes
   std::string device = "auto", dtype = "auto";
   std::string out, plot;            // JSON lines; SVG plot
   uint64_t seed = 1;

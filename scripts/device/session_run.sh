@@ -10,7 +10,8 @@
 #   kernels        tools/bench_kernels.py (mLSTM, window + sinks, SDPA, FlexAttention)
 #   profile        where the GPU time goes, kernel by kernel: a student and teacher
 #                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
-#   demo-small     xdistill demo --size small --device cuda
+#   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
+#                  warm machine; DEMO_FRESH=1 starts over)
 # Logs and JSON lines under $OUT; the build is kept in build-device between calls.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -69,7 +70,8 @@ for part in "$@"; do
       row profile done $(( $(date +%s) - start )) "profile_{decode,prefill,train}.log"
       ;;
     demo-small)
-      rm -rf /tmp/demo-small
+      # Re-running on a warm machine resumes the demo where a killed call left it.
+      [[ "${DEMO_FRESH:-0}" == 1 ]] && rm -rf /tmp/demo-small
       /usr/bin/time -v $BIN demo --size small --device cuda --out /tmp/demo-small > "$OUT/demo_small.log" 2>&1
       rc=$?
       cp /tmp/demo-small/report.md /tmp/demo-small/report.json /tmp/demo-small/c_alpha.svg "$OUT/" 2>/dev/null

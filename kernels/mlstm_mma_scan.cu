@@ -1,6 +1,8 @@
 // The inter-chunk recurrence on tensor cores, for bf16 inputs (same contract as
-// mlstm_chunk_scan.cu: ChunkScanParams). One block per head, 8 warps; warp w
-// holds state rows 16w..16w+15 (all columns) in mma accumulators (fp32). Per chunk: X <- decay X + rows^T (w o cols), with
+// mlstm_chunk_scan.cu: ChunkScanParams). One block per head and slice of state
+// columns (all Dv columns unless the heads are too few to fill the GPU, e.g. a long
+// prompt at batch 1), 8 warps; warp w holds state rows 16w..16w+15 of the slice in
+// mma accumulators (fp32). Per chunk: X <- decay X + rows^T (w o cols), with
 // rows exact bf16 (ldmatrix.trans from the staged chunk) and w o cols an fp32
 // product split into bf16 hi + lo (two mma), so the state keeps ~16 bits per
 // term and fp32 accumulation. Chunks are double-buffered with cp.async.
@@ -29,7 +31,8 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
   extern __shared__ __align__(16) unsigned char smem_raw[];
   ScanSmem& sm = *reinterpret_cast<ScanSmem*>(smem_raw);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
-  const int bh = blockIdx.y, c0 = blockIdx.x * kCols;
+  const int width = p.scan_cols;  // columns of this block's slice (<= kCols, a multiple of 16)
+  const int bh = blockIdx.y, c0 = blockIdx.x * width;
   const bool owns_vec = blockIdx.x == 0;
   const bf16* row_src = static_cast<const bf16*>(p.rows) + (size_t)bh * p.S * p.Dk;
   const bf16* col_src = static_cast<const bf16*>(p.cols) + (size_t)bh * p.S * p.Dv;
@@ -42,9 +45,9 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
     const int chunk = p.reverse ? p.NC - 1 - step : step;
     const int t0 = chunk * kL;
     mma::tile_async<kMaxHeadDim, kThreadsScan>(sm.rows[buf], kLdRows, row_src, t0, kL, p.S, p.Dk);
-    // the 64-column slice of cols
-    for (int idx = tid; idx < kL * (kCols / 8); idx += kThreadsScan) {
-      const int t = idx / (kCols / 8), c = (idx % (kCols / 8)) * 8;
+    // this block's slice of cols
+    for (int idx = tid; idx < kL * (width / 8); idx += kThreadsScan) {
+      const int t = idx / (width / 8), c = (idx % (width / 8)) * 8;
       const bool valid = t0 + t < p.S && c0 + c < p.Dv;
       mma::cp_async16(sm.cols[buf] + t * kLdCols + c, valid ? col_src + (size_t)(t0 + t) * p.Dv + c0 + c : col_src,
                       valid);
@@ -64,7 +67,8 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int d = r0 + g + (e / 2) * 8, col = c0 + 8 * n + 2 * tq + (e % 2);
-      acc[n][e] = (p.init_mat && d < p.Dk && col < p.Dv) ? p.init_mat[bh * mat + (size_t)d * p.Dv + col] : 0.f;
+      acc[n][e] = (p.init_mat && d < p.Dk && col < p.Dv && 8 * n < width)
+                      ? p.init_mat[bh * mat + (size_t)d * p.Dv + col] : 0.f;
     }
   if (tid < kMaxHeadDim) sm.vec[tid] = (p.init_vec && tid < p.Dk) ? p.init_vec[(size_t)bh * p.Dk + tid] : 0.f;
 
@@ -77,7 +81,7 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int d = r0 + g + 8 * h, col = c0 + 8 * n + 2 * tq;
-        if (d < p.Dk && col < p.Dv) {
+        if (d < p.Dk && col < p.Dv && 8 * n < width) {
           uint32_t xh, xl;
           mma::split2(acc[n][2 * h], acc[n][2 * h + 1], xh, xl);
           *reinterpret_cast<uint32_t*>(hi + (size_t)d * p.Dv + col) = xh;
@@ -92,7 +96,7 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int d = r0 + g + 8 * h, col = c0 + 8 * n + 2 * tq;
-        if (d < p.Dk && col < p.Dv)
+        if (d < p.Dk && col < p.Dv && 8 * n < width)
           *reinterpret_cast<float2*>(base + (size_t)d * p.Dv + col) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
       }
   };
@@ -132,7 +136,7 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
                     w9 = rw[k0 + 9] * p.row_scale;
 #pragma unroll
         for (int n = 0; n < 16; n += 2) {
-          if (c0 + 8 * n >= p.Dv) break;
+          if (8 * n >= width || c0 + 8 * n >= p.Dv) break;
           uint32_t b[4];
           mma::load_b_kn(b, cols, kLdCols, 8 * n, 16 * kk);
           uint32_t hi[4], lo[4];
@@ -170,10 +174,22 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
 
 bool mlstm_mma_supported(int Dk, int Dv) { return Dk % 8 == 0 && Dv % 8 == 0 && Dk <= kMaxHeadDim && Dv <= kMaxHeadDim; }
 
-void mlstm_chunk_scan_mma(const ChunkScanParams& p, cudaStream_t stream) {
+void mlstm_chunk_scan_mma(const ChunkScanParams& params, cudaStream_t stream) {
   const size_t smem = sizeof(ScanSmem);
   cudaFuncSetAttribute(mma_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  const dim3 grid((p.Dv + kCols - 1) / kCols, p.BH);
+  // A block walks every chunk of its head in order, so the scan's time is one block's:
+  // with fewer heads than multiprocessors, slices of the state's columns go to
+  // separate blocks (each reloads the chunk's keys, from L2) until the GPU is full.
+  static const int sms = [] {
+    int dev = 0, n = 132;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    return n;
+  }();
+  ChunkScanParams p = params;
+  p.scan_cols = kCols;
+  while (p.scan_cols > 32 && (long long)p.BH * ((p.Dv + p.scan_cols - 1) / p.scan_cols) < sms) p.scan_cols /= 2;
+  const dim3 grid((p.Dv + p.scan_cols - 1) / p.scan_cols, p.BH);
   mma_scan_kernel<<<grid, kThreadsScan, smem, stream>>>(p);
 }
 

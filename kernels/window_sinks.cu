@@ -94,6 +94,11 @@ __device__ __forceinline__ float row_sum(float x) {
   return x;
 }
 
+// The first row whose position (position0 + row) has left the window of sink 0.
+__host__ __device__ __forceinline__ int first_tail_row(const WindowSinksParams& p) {
+  return p.position0 >= p.window ? 0 : p.window - p.position0;
+}
+
 // The common geometry: query head, its key/value head, this thread's row slot and
 // columns, and the block's tail rows [begin, end) (tail row r is position window + r).
 struct Geometry {
@@ -110,7 +115,7 @@ __device__ __forceinline__ Geometry geometry(const WindowSinksParams& p) {
   g.slot = threadIdx.x / kRowThreads;
   g.col = (threadIdx.x % kRowThreads) * kElems;
   g.active = g.col < p.D;
-  const int tail = p.S - p.window, per = (tail + gridDim.x - 1) / gridDim.x;
+  const int tail = p.S - first_tail_row(p), per = (tail + gridDim.x - 1) / gridDim.x;
   g.begin = blockIdx.x * per;
   g.end = min(tail, g.begin + per);
   return g;
@@ -122,8 +127,10 @@ __device__ void load_sinks(float (&ks)[NS][kMaxSinkHeadDim], float (&vs)[NS][kMa
                            const WindowSinksParams& p, const Geometry& g) {
   for (int idx = threadIdx.x; idx < NS * p.D; idx += kThreads) {
     const int j = idx / p.D, d = idx % p.D;
-    ks[j][d] = Conv<T>::to_float(row_ptr<const T>(p.k, g.b, j, g.hk)[d]);
-    vs[j][d] = Conv<T>::to_float(row_ptr<const T>(p.v, g.b, j, g.hk)[d]);
+    const StridedRows& kr = p.sink_k.ptr ? p.sink_k : p.k;
+    const StridedRows& vr = p.sink_v.ptr ? p.sink_v : p.v;
+    ks[j][d] = Conv<T>::to_float(row_ptr<const T>(kr, g.b, j, g.hk)[d]);
+    vs[j][d] = Conv<T>::to_float(row_ptr<const T>(vr, g.b, j, g.hk)[d]);
   }
   __syncthreads();
 }
@@ -136,14 +143,15 @@ __global__ void __launch_bounds__(kThreads) sinks_forward_kernel(WindowSinksPara
   load_sinks<T, NS>(ks, vs, p, g);
   // Every slot runs the same number of iterations so the row shuffles see full warps.
   for (int base = g.begin; base < g.end; base += kSlots) {
-    const int r = base + g.slot, t = p.window + r;
+    const int row0 = first_tail_row(p), r = base + g.slot, t = row0 + r;
     const bool row_ok = r < g.end, io = row_ok && g.active;
     float qv[kElems], ov[kElems];
     load8(qv, row_ptr<const T>(p.q, g.b, t, g.h) + g.col, io);
     load8(ov, row_ptr<const T>(p.out, g.b, t, g.h) + g.col, io);
     float* lse_p = p.lse + (size_t)g.bh * p.S + t;
     const float lse_w = row_ok ? *lse_p : 0.f;
-    const int visible = min(NS, r + 1);  // sink j has left row t's window iff r >= j
+    // Sink j has left the window of position position0 + t iff that minus j >= window.
+    const int visible = min(NS, p.position0 + t - p.window + 1);
     float logit[NS];
 #pragma unroll
     for (int j = 0; j < NS; ++j) {
@@ -274,7 +282,7 @@ __global__ void sinks_reduce_kernel(WindowSinksParams p, int chunks) {
 
 template <typename T, int NS>
 void launch_rows(const WindowSinksParams& p, bool backward, cudaStream_t stream) {
-  const dim3 grid(window_sinks_chunks(p.B, p.H, p.S, p.window), p.B * p.H);
+  const dim3 grid(window_sinks_chunks(p.B, p.H, p.S - first_tail_row(p) + p.window, p.window), p.B * p.H);
   if (backward)
     sinks_backward_kernel<T, NS><<<grid, kThreads, 0, stream>>>(p);
   else
@@ -283,7 +291,8 @@ void launch_rows(const WindowSinksParams& p, bool backward, cudaStream_t stream)
 
 template <typename T>
 void launch(const WindowSinksParams& p, bool backward, cudaStream_t stream) {
-  if (p.S <= p.window || p.sinks <= 0 || p.sinks > kMaxSinks) return;
+  if (p.S <= first_tail_row(p) || p.sinks <= 0 || p.sinks > kMaxSinks) return;
+  if (backward && (p.position0 != 0 || p.sink_k.ptr != nullptr)) return;  // the backward has no offset rows
   switch (p.sinks) {
     case 1: launch_rows<T, 1>(p, backward, stream); break;
     case 2: launch_rows<T, 2>(p, backward, stream); break;

@@ -27,6 +27,11 @@ struct WindowSinksParams {
   float* lse;           // forward: merged in place; backward: read
   float* dk_part;       // backward scratch: [window_sinks_chunks(...)][B*H][sinks][D] float32
   float* dv_part;       // backward scratch: the same for dv
+  // Forward only: a prompt chunk that continues a cached row. Row i of q/out/lse is
+  // position position0 + i; the sink keys/values are sink_k/sink_v rows 0..sinks-1
+  // ([B,sinks,Hk,D] by strides) when their pointers are set, else rows 0.. of k/v.
+  int position0;
+  StridedRows sink_k, sink_v;
   bool half;            // float16 (else bfloat16)
   float scale;
   int B, H, Hk, S, D, window, sinks;

@@ -173,15 +173,12 @@ at::Tensor DecodeState::prefill_student(int64_t first, const at::Tensor& ids, in
       rows(b.C).copy_(st.mlstm->C);
       rows(b.n).copy_(st.mlstm->n);
       rows(b.m).copy_(st.mlstm->m);
-      // The model's window cache holds every query head (KV heads repeated): keep the
-      // first head of each group.
-      const int64_t Hk = b.ring_k.size(1);
-      auto kv_heads = [&](const at::Tensor& t) { return t.unflatten(1, {Hk, t.size(1) / Hk}).select(2, 0); };
-      rows(b.ring_k).copy_(kv_heads(st.window->ring_k));
-      rows(b.ring_v).copy_(kv_heads(st.window->ring_v));
+      // Both hold the key/value heads: [rows, Hk, slots, D].
+      rows(b.ring_k).copy_(st.window->ring_k);
+      rows(b.ring_v).copy_(st.window->ring_v);
       const int64_t s = st.window->sinks;
-      rows(b.sink_k).narrow(2, 0, s).copy_(kv_heads(st.window->sink_k));
-      rows(b.sink_v).narrow(2, 0, s).copy_(kv_heads(st.window->sink_v));
+      rows(b.sink_k).narrow(2, 0, s).copy_(st.window->sink_k);
+      rows(b.sink_v).narrow(2, 0, s).copy_(st.window->sink_v);
     } else {
       auto* kv = dynamic_cast<models::KvState*>(dc->layers[i].get());
       XD_CHECK(kv != nullptr, "prefill: layer ", i, " holds an unknown decoding state");

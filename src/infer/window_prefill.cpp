@@ -8,6 +8,10 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/window_heads.h"
+#ifdef XDISTILL_WITH_CUDA
+#include "ops/window_attention_cuda.h"
+#endif
 #include "xdistill/util/error.h"
 
 namespace xd::infer {
@@ -48,7 +52,9 @@ at::Tensor continue_masked(const at::Tensor& q, const at::Tensor& k, const at::T
   const auto ct = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t L0 = c.length, T = q.size(2);
   const CachedKeys cached = cached_keys(c);
-  const auto keys = at::cat({cached.k.to(ct), k.to(ct)}, 2), values = at::cat({cached.v.to(ct), v.to(ct)}, 2);
+  const int64_t H = q.size(1);
+  const auto keys = ops::repeat_kv(at::cat({cached.k.to(ct), k.to(ct)}, 2), H);
+  const auto values = ops::repeat_kv(at::cat({cached.v.to(ct), v.to(ct)}, 2), H);
   const auto key_pos = at::cat({cached.pos, at::arange(L0, L0 + T, cached.pos.options())});
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   std::vector<at::Tensor> outs;
@@ -76,11 +82,22 @@ at::Tensor continue_flash(const at::Tensor& q, const at::Tensor& k, const at::Te
   // when the row is still short, the chunk's first keys.
   const int64_t ns = std::min(c.sinks, L0 + T), from_cache = std::min(ns, L0);
   if (ns == 0 || L0 + T - 1 < W) return out;
+#ifdef XDISTILL_WITH_CUDA
+  if (from_cache == ns) {  // every sink is cached: one kernel merges them in place
+    at::Tensor rows_out = out.transpose(1, 2), lse_rows = lse.contiguous();  // flash's own [B,T,H,D]
+    if (ops::detail::merge_cached_sinks(q.transpose(1, 2), rows_out, lse_rows, c.sink_k.narrow(2, 0, ns),
+                                        c.sink_v.narrow(2, 0, ns), L0, W))
+      return out;
+  }
+#endif
   auto sk = c.sink_k.narrow(2, 0, from_cache), sv = c.sink_v.narrow(2, 0, from_cache);
   if (ns > from_cache) {
     sk = at::cat({sk, k.narrow(2, 0, ns - from_cache)}, 2);
     sv = at::cat({sv, v.narrow(2, 0, ns - from_cache)}, 2);
   }
+  // The few sink rows repeated to the query heads (a group shares its key/value head).
+  sk = ops::repeat_kv(sk, q.size(1));
+  sv = ops::repeat_kv(sv, q.size(1));
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   auto logits = at::matmul(q.to(at::kFloat), sk.to(at::kFloat).transpose(-1, -2)) * scale;  // [B,H,T,ns]
   const auto t = at::arange(L0, L0 + T, long_opts).unsqueeze(-1), j = at::arange(ns, long_opts).unsqueeze(0);
@@ -123,10 +140,13 @@ at::Tensor flash_attention_suffix(const at::Tensor& q, const at::Tensor& k, cons
 
 at::Tensor window_attention_continue(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      ops::WindowCache& cache) {
-  XD_CHECK(q.dim() == 4 && k.sizes() == q.sizes() && v.sizes() == q.sizes() && q.size(0) == cache.ring_k.size(0) &&
-               q.size(1) == cache.ring_k.size(1) && q.size(3) == cache.ring_k.size(3),
-           "window_attention_continue: q, k, v ", q.sizes(), " must be [", cache.ring_k.size(0), ",",
-           cache.ring_k.size(1), ",T,", cache.ring_k.size(3), "] like the cache");
+  const int64_t Hk = cache.ring_k.size(1);
+  XD_CHECK(q.dim() == 4 && k.dim() == 4 && k.sizes() == v.sizes() && q.size(0) == cache.ring_k.size(0) &&
+               k.size(0) == q.size(0) && k.size(1) == Hk && k.size(2) == q.size(2) && q.size(1) % Hk == 0 &&
+               q.size(3) == cache.ring_k.size(3) && k.size(3) == q.size(3),
+           "window_attention_continue: q ", q.sizes(), " must be [", cache.ring_k.size(0), ",H,T,",
+           cache.ring_k.size(3), "] with H a multiple of the cache's ", Hk, " key/value heads, and k, v ", k.sizes(),
+           " [", cache.ring_k.size(0), ",", Hk, ",T,", cache.ring_k.size(3), "]");
   at::NoGradGuard no_grad;
   const at::Tensor out = flash_attention_supported(q) && q.scalar_type() == cache.ring_k.scalar_type()
                              ? continue_flash(q, k, v, cache)

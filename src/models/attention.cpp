@@ -2,13 +2,26 @@
 // step follows the op order of HF transformers' modeling_llama / modeling_olmo2 /
 // modeling_rope_utils, op for op, so that fp32 results agree to rounding.
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 
+#include <c10/core/GradMode.h>
+
+#include "infer/step_kernels.h"
 #include "xdistill/models/decoder.h"
 #include "xdistill/util/error.h"
 
 namespace xd::models {
+
+bool use_row_kernels(const at::Tensor& x) {
+  // Checked once: XDISTILL_FUSED_STEP=0 keeps every forward on ATen operations.
+  static const bool switched_off = [] {
+    const char* v = std::getenv("XDISTILL_FUSED_STEP");
+    return v != nullptr && std::string(v) == "0";
+  }();
+  return x.is_cuda() && !c10::GradMode::is_enabled() && !switched_off;
+}
 
 // ---------------------------------------------------------------- blocks
 
@@ -23,6 +36,8 @@ RMSNormImpl::RMSNormImpl(int64_t size, double eps_, bool weight_in_fp32_, const 
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) const {
+  if (use_row_kernels(x) && infer::fused_norm_supported(x, weight))
+    return infer::fused_rmsnorm(x, weight, eps, weight_in_fp32);
   const auto input_dtype = x.scalar_type();
   at::Tensor h = x.to(at::kFloat);
   const at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
@@ -38,6 +53,7 @@ GatedMlpImpl::GatedMlpImpl(int64_t hidden, int64_t intermediate, bool bias, cons
 }
 
 at::Tensor GatedMlpImpl::forward(const at::Tensor& x) const {
+  if (use_row_kernels(x)) return down_proj->forward(infer::fused_silu_mul(gate_proj->forward(x), up_proj->forward(x)));
   return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
 }
 

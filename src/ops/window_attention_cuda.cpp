@@ -207,4 +207,25 @@ at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const
   return WindowAttentionFunction::apply(q, k, v, window, sinks)[0];
 }
 
+bool merge_cached_sinks(const at::Tensor& q, at::Tensor& out, at::Tensor& lse, const at::Tensor& sink_k,
+                        const at::Tensor& sink_v, int64_t position0, int64_t window) {
+  const int64_t ns = sink_k.size(2);
+  const char* env = std::getenv("XD_WINDOW_SINKS");
+  if (env && std::string(env) == "aten") return false;
+  if (ns < 1 || ns > xk::kMaxSinks || position0 < ns || q.size(3) > xk::kMaxSinkHeadDim ||
+      q.size(0) * q.size(2) > 65535 || !window_attention_cuda_supports(q.transpose(1, 2)))
+    return false;
+  const auto sk = sink_k.transpose(1, 2), sv = sink_v.transpose(1, 2);  // [B,sinks,Hk,D] views
+  if (!aligned_rows(q) || !aligned_rows(out) || !aligned_rows(sk) || !aligned_rows(sv) || !lse.is_contiguous() ||
+      lse.scalar_type() != at::kFloat || sk.scalar_type() != q.scalar_type() || out.scalar_type() != q.scalar_type())
+    return false;
+  xk::WindowSinksParams p = sink_params(q, sk, sv, out, lse, window, ns, 1.0 / std::sqrt(static_cast<double>(q.size(3))));
+  p.position0 = static_cast<int>(position0);
+  p.sink_k = rows(sk);
+  p.sink_v = rows(sv);
+  xk::window_sinks_forward(p, at::cuda::getCurrentCUDAStream());
+  check_window_launch("window_sinks_forward (cached sinks)");
+  return true;
+}
+
 }  // namespace xd::ops::detail

@@ -8,4 +8,13 @@ bool window_attention_cuda_supports(const at::Tensor& q);
 at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                                  int64_t sinks);
 
+// Inference, a prompt chunk continuing a cached row: merges the sink keys that have
+// left each row's window into flash attention's windowed result, in place. q, out
+// [B,T,H,D] (flash attention's layout) at positions position0 .. position0+T-1;
+// lse [B,H,T] contiguous float32 (merged in place); sink_k, sink_v [B,Hk,sinks,D],
+// every sink already cached (position0 >= sinks). False, with nothing done, where
+// the kernel does not cover the inputs (the caller merges with ATen operations).
+bool merge_cached_sinks(const at::Tensor& q, at::Tensor& out, at::Tensor& lse, const at::Tensor& sink_k,
+                        const at::Tensor& sink_v, int64_t position0, int64_t window);
+
 }  // namespace xd::ops::detail

@@ -195,40 +195,32 @@ at::Tensor HybridCore::forward(const HybridInputs& in, const at::Tensor& local) 
   return mix(global, loc, output_gate_bsh(in));
 }
 
-at::Tensor HybridCore::forward_cached(const HybridInputs& grouped, HybridState& state) {
-  // Generation keeps its caches per query head (as the inference engine's chunked
-  // prefill reads them): KV heads repeated once here.
-  HybridInputs in = grouped;
-  in.k = ops::repeat_kv(in.k, heads_);
-  in.v = ops::repeat_kv(in.v, heads_);
-  in.k_gate = ops::repeat_kv(in.k_gate, heads_);
-  const int64_t B = in.q.size(0), S = in.q.size(2);
+at::Tensor HybridCore::forward_cached(const HybridInputs& in, HybridState& state) {
+  // The key/value heads stay as they are (the feature map, the output gate, flash
+  // attention and the window cache read Hk heads); only the mLSTM reads v per query head.
+  const int64_t B = in.q.size(0), S = in.q.size(2), Hk = in.k.size(1);
   const at::Tensor phi_q = feature_map(in.q, feature_q), phi_k = feature_map(in.k, feature_k);
+  const at::Tensor v = ops::repeat_kv(in.v, heads_);
   auto [i, f] = gates(in.x);
   const at::Tensor gate = output_gate_bsh(in);  // [B,S,H]
   if (!state.window) {  // prefill from an empty state: parallel forms, then keep the states
-    state.window = std::make_shared<ops::WindowCache>(B, heads_, head_dim_, config_.window, config_.sinks,
+    state.window = std::make_shared<ops::WindowCache>(B, Hk, head_dim_, config_.window, config_.sinks,
                                                       in.k.options());
-    auto [global, final_state] = ops::mlstm(phi_q, phi_k, in.v, i, f, c10::nullopt, config_.chunk_size);
+    auto [global, final_state] = ops::mlstm(phi_q, phi_k, v, i, f, c10::nullopt, config_.chunk_size);
     state.mlstm = final_state;
     const at::Tensor loc = local_branch(in);
     state.window->append(in.k, in.v);
     return mix(global, loc, gate);
   }
   if (S > 1) {  // a later prompt chunk: chunkwise mLSTM from the state, window over cache + chunk
-    auto [global, final_state] = ops::mlstm(phi_q, phi_k, in.v, i, f, state.mlstm, config_.chunk_size);
+    auto [global, final_state] = ops::mlstm(phi_q, phi_k, v, i, f, state.mlstm, config_.chunk_size);
     state.mlstm = final_state;
     return mix(global, infer::window_attention_continue(in.q, in.k, in.v, *state.window), gate);
   }
-  std::vector<at::Tensor> outs;
-  for (int64_t t = 0; t < S; ++t) {  // decode: one position at a time, constant memory
-    auto sl = [&](const at::Tensor& x) { return x.narrow(2, t, 1); };
-    auto [g, next] = ops::mlstm_step(sl(phi_q), sl(phi_k), sl(in.v), sl(i), sl(f), *state.mlstm);
-    state.mlstm = next;
-    const at::Tensor loc = ops::window_attention_step(sl(in.q), sl(in.k), sl(in.v), *state.window);
-    outs.push_back(mix(g, loc, gate.narrow(1, t, 1)));
-  }
-  return torch::cat(outs, 2);
+  // Decode: one position, constant memory.
+  auto [global, next] = ops::mlstm_step(phi_q, phi_k, v, i, f, *state.mlstm);
+  state.mlstm = next;
+  return mix(global, ops::window_attention_step(in.q, in.k, in.v, *state.window), gate);
 }
 
 }  // namespace xd::student

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "ops/window_heads.h"
 #include "xdistill/infer/engine.h"
 #include "xdistill/infer/window_prefill.h"
 #include "xdistill/models/decoder.h"
@@ -84,19 +85,21 @@ void expect_incremental_equals_full(std::shared_ptr<models::Decoder> model) {
 
 TEST(WindowPrefill, ContinuingFromTheCacheEqualsTheFullWindowAttention) {
   torch::manual_seed(5);
-  const int64_t B = 2, H = 3, S = 37, D = 8, window = 6, sinks = 2;
-  const auto q = torch::randn({B, H, S, D}), k = torch::randn({B, H, S, D}), v = torch::randn({B, H, S, D});
-  const auto full = ops::reference::window_attention_dense(q, k, v, window, sinks);
-  for (int64_t chunk : {1, 2, 5, 9, 37}) {
-    ops::WindowCache cache(B, H, D, window, sinks, q.options());
-    std::vector<at::Tensor> parts;
-    for (int64_t s = 0; s < S; s += chunk) {
-      const int64_t n = std::min(chunk, S - s);
-      parts.push_back(infer::window_attention_continue(q.narrow(2, s, n), k.narrow(2, s, n), v.narrow(2, s, n), cache));
+  const int64_t B = 2, H = 6, S = 37, D = 8, window = 6, sinks = 2;
+  for (int64_t Hk : {H, int64_t{2}}) {  // one key/value head per query head, and groups of 3
+    const auto q = torch::randn({B, H, S, D}), k = torch::randn({B, Hk, S, D}), v = torch::randn({B, Hk, S, D});
+    const auto full = ops::reference::window_attention_dense(q, ops::repeat_kv(k, H), ops::repeat_kv(v, H), window, sinks);
+    for (int64_t chunk : {1, 2, 5, 9, 37}) {
+      ops::WindowCache cache(B, Hk, D, window, sinks, q.options());
+      std::vector<at::Tensor> parts;
+      for (int64_t s = 0; s < S; s += chunk) {
+        const int64_t n = std::min(chunk, S - s);
+        parts.push_back(infer::window_attention_continue(q.narrow(2, s, n), k.narrow(2, s, n), v.narrow(2, s, n), cache));
+      }
+      const auto got = torch::cat(parts, 2);
+      EXPECT_TRUE(torch::allclose(got, full, 1e-5, 1e-6)) << "Hk " << Hk << ", chunk " << chunk;
+      EXPECT_EQ(cache.length, S);
     }
-    const auto got = torch::cat(parts, 2);
-    EXPECT_TRUE(torch::allclose(got, full, 1e-5, 1e-6)) << "chunk " << chunk;
-    EXPECT_EQ(cache.length, S);
   }
 }
 

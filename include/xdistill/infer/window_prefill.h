@@ -8,7 +8,8 @@
 
 namespace xd::infer {
 
-// Sliding window + sinks for a chunk q,k,v [B,H,T,D] at positions cache.length ..
+// Sliding window + sinks for a chunk q [B,H,T,D], k, v [B,Hk,T,D] (the cache's Hk
+// key/value heads, Hk dividing H, grouped as HF's repeat_kv) at positions cache.length ..
 // cache.length+T-1, over the cached sink and ring keys and the chunk's own keys;
 // then appends the chunk's keys/values to the cache. Equals the rows L0.. of
 // ops::window_attention over the whole sequence (rounding aside). CUDA bf16/fp16:

@@ -20,6 +20,11 @@ class LinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Linear);
 
+// Whether an inference forward (no autograd) on x's device takes the fused row
+// kernels of src/infer/step_kernels.h (RMSNorm with the residual add, SiLU * up):
+// CUDA tensors only; XDISTILL_FUSED_STEP=0 switches them off.
+bool use_row_kernels(const at::Tensor& x);
+
 // RMSNorm over the last dimension, computed in fp32 as in HF. `weight_in_fp32`
 // picks where the weight multiplies: OLMo multiplies before casting back to the
 // input dtype, Llama/Qwen after (the results differ in bf16).

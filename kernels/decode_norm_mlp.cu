@@ -1,6 +1,7 @@
-// RMSNorm (with the residual add in front) and SiLU * mul for decode steps: one
-// block of 512 threads per row for the norm, the row held in registers between the
-// sum of squares and the scaling; a flat elementwise grid for SiLU * mul.
+// RMSNorm (with the residual add in front), SiLU * mul and RoPE for decode steps and
+// inference prefills: one block of 512 threads per row for the norm, the row held in
+// registers between the sum of squares and the scaling; flat elementwise grids for
+// SiLU * mul and RoPE.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -87,6 +88,36 @@ __global__ void silu_mul_kernel(DecodeSiluMulParams p) {
   }
 }
 
+// One thread per output element; the partner element r = (-x2, x1) is read from the
+// same row (an L1 hit), so each row is read from memory once.
+template <typename T>
+__global__ void rope_rows_kernel(RopeRowsParams p) {
+  const long long total = (long long)p.B * p.H * p.T * p.D;
+  const int half = p.D / 2;
+  for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+       idx += (long long)gridDim.x * blockDim.x) {
+    const int d = static_cast<int>(idx % p.D);
+    long long row = idx / p.D;
+    const int t = static_cast<int>(row % p.T);
+    row /= p.T;
+    const int h = static_cast<int>(row % p.H), b = static_cast<int>(row / p.H);
+    const T* x = static_cast<const T*>(p.x) + b * p.x_sb + h * p.x_sh + t * p.x_st;
+    const float xd = Cvt<T>::to_float(x[d]);
+    const float r = d < half ? -Cvt<T>::to_float(x[d + half]) : Cvt<T>::to_float(x[d - half]);
+    const long long at = (long long)t * p.D + d;
+    const float y = rope<T>(xd, r, p.cos[at], p.sin[at], p.in_fp32);
+    (static_cast<T*>(p.out) + b * p.out_sb + h * p.out_sh + t * p.out_st)[d] = Cvt<T>::from_float(y);
+  }
+}
+
+template <typename T>
+void launch_rope(const RopeRowsParams& p, cudaStream_t stream) {
+  const long long total = (long long)p.B * p.H * p.T * p.D;
+  const int threads = 256;
+  const long long blocks = (total + threads - 1) / threads;
+  rope_rows_kernel<T><<<static_cast<int>(blocks < 8192 ? blocks : 8192), threads, 0, stream>>>(p);
+}
+
 template <typename T>
 void launch_norm(const DecodeRmsNormParams& p, cudaStream_t stream) {
   rmsnorm_kernel<T><<<p.rows, kNormThreads, 0, stream>>>(p);
@@ -122,6 +153,14 @@ void decode_silu_mul(const DecodeSiluMulParams& p, cudaStream_t stream) {
     case DecodeDtype::f32: launch_silu<float>(p, stream); break;
     case DecodeDtype::bf16: launch_silu<__nv_bfloat16>(p, stream); break;
     case DecodeDtype::f16: launch_silu<__half>(p, stream); break;
+  }
+}
+
+void rope_rows(const RopeRowsParams& p, cudaStream_t stream) {
+  switch (p.dtype) {
+    case DecodeDtype::f32: launch_rope<float>(p, stream); break;
+    case DecodeDtype::bf16: launch_rope<__nv_bfloat16>(p, stream); break;
+    case DecodeDtype::f16: launch_rope<__half>(p, stream); break;
   }
 }
 

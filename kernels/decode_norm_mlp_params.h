@@ -1,5 +1,5 @@
-// The decode step's small row kernels around the projections (no torch headers):
-// RMSNorm with the residual add in front, and SiLU(gate) * up. Rounding follows the
+// The small row kernels around the projections (no torch headers), for decode steps
+// and inference prefills: RMSNorm with the residual add in front, SiLU(gate) * up, RoPE. Rounding follows the
 // ATen modules (src/models/attention.cpp): the sum x + y, SiLU and the product are
 // rounded to the model dtype like the tensors ATen would materialise.
 #pragma once
@@ -33,9 +33,24 @@ struct DecodeSiluMulParams {
   int rows, cols;
 };
 
+// RoPE of q or k for a run of positions (inference prefill): out = x cos + r sin with
+// r = (-x2, x1), rounded as models::apply_rotary's ATen ops (float_cast.cuh rope<T>).
+// x and out [B,H,T,D] by element strides (unit last stride); cos, sin [T,D] float32.
+struct RopeRowsParams {
+  const void* x;
+  void* out;
+  long long x_sb, x_sh, x_st, out_sb, out_sh, out_st;
+  const float* cos;
+  const float* sin;
+  DecodeDtype dtype;
+  int B, H, T, D;
+  bool in_fp32;
+};
+
 constexpr int kDecodeNormMaxVectorsPerThread = 4;  // cols <= 512 threads x 4 x 16 bytes
 bool decode_rmsnorm_supports(DecodeDtype dtype, int cols);
 void decode_rmsnorm(const DecodeRmsNormParams& p, cudaStream_t stream);
 void decode_silu_mul(const DecodeSiluMulParams& p, cudaStream_t stream);
+void rope_rows(const RopeRowsParams& p, cudaStream_t stream);
 
 }  // namespace xd::kernels

@@ -70,14 +70,6 @@ __device__ __forceinline__ void block_reduce(float (&v)[N], float* scratch, Op o
   }
 }
 
-// HF's rotate-half RoPE of one element: x cos + r sin with r = (-x2, x1). In the
-// model dtype every product and the sum are rounded (ATen on bf16 tensors);
-// in fp32 (OLMo) once at the end.
-template <typename T>
-__device__ __forceinline__ float rope(float x, float r, float c, float s, bool in_fp32) {
-  if (in_fp32) return rnd<T>(__fadd_rn(__fmul_rn(x, c), __fmul_rn(r, s)));
-  const float a = rnd<T>(__fmul_rn(x, rnd<T>(c))), b = rnd<T>(__fmul_rn(r, rnd<T>(s)));
-  return rnd<T>(__fadd_rn(a, b));
-}
+// rope<T>: float_cast.cuh.
 
 }  // namespace xd::kernels::decode_step

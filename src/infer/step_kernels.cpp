@@ -231,6 +231,41 @@ at::Tensor fused_silu_mul(const at::Tensor& gate_in, const at::Tensor& up_in) {
   return out;
 }
 
+bool fused_rope_supported(const at::Tensor& x, const at::Tensor& cos) {
+  xk::DecodeDtype dtype{};
+  return x.is_cuda() && x.dim() == 4 && dtype_of(x.scalar_type(), dtype) && x.stride(3) == 1 && x.size(3) % 2 == 0 &&
+         cos.dim() == 2 && cos.scalar_type() == at::kFloat && cos.is_contiguous() && cos.size(0) == x.size(2) &&
+         cos.size(1) == x.size(3) && cos.device() == x.device();
+}
+
+at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32) {
+  XD_CHECK(fused_rope_supported(x, cos) && sin.sizes() == cos.sizes() && sin.is_contiguous() &&
+               sin.scalar_type() == at::kFloat,
+           "RoPE kernel: x ", x.sizes(), " with cos ", cos.sizes(), " and sin ", sin.sizes(), " is not covered");
+  at::Tensor out = at::empty_like(x);  // x's strides when x is dense (a head view of a projection)
+  if (x.numel() == 0) return out;
+  xk::RopeRowsParams p{};
+  p.x = x.data_ptr();
+  p.out = out.data_ptr();
+  p.x_sb = x.stride(0);
+  p.x_sh = x.stride(1);
+  p.x_st = x.stride(2);
+  p.out_sb = out.stride(0);
+  p.out_sh = out.stride(1);
+  p.out_st = out.stride(2);
+  p.cos = cos.data_ptr<float>();
+  p.sin = sin.data_ptr<float>();
+  p.dtype = dtype_or_throw(x);
+  p.B = static_cast<int>(x.size(0));
+  p.H = static_cast<int>(x.size(1));
+  p.T = static_cast<int>(x.size(2));
+  p.D = static_cast<int>(x.size(3));
+  p.in_fp32 = in_fp32;
+  xk::rope_rows(p, at::cuda::getCurrentCUDAStream());
+  check_launch("rope_rows");
+  return out;
+}
+
 #else  // no CUDA kernels in this build
 
 bool fused_mixer_step_supported(const FusedMixerLayer&, const at::Tensor&) { return false; }
@@ -248,6 +283,10 @@ std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor&, const at:
 }
 at::Tensor fused_silu_mul(const at::Tensor&, const at::Tensor&) {
   throw Error("decode step: the fused SiLU * mul needs a CUDA build");
+}
+bool fused_rope_supported(const at::Tensor&, const at::Tensor&) { return false; }
+at::Tensor fused_rope(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) {
+  throw Error("RoPE kernel: needs a CUDA build");
 }
 
 #endif

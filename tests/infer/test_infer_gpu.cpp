@@ -237,3 +237,51 @@ TEST(InferenceGpu, WindowContinueMatchesTheDenseReference) {
     }
   }
 }
+
+// Inference forwards (no autograd) take the row kernels; with autograd on, the same
+// functions run their ATen operations. RoPE and SiLU * up round as the ATen ops do
+// (bit-identical); RMSNorm sums its squares in another order (close).
+TEST(InferenceGpu, RowKernelsEqualTheirAtenOperations) {
+  REQUIRE_CUDA();
+  torch::manual_seed(31);
+  for (auto dtype : {at::kBFloat16, at::kFloat}) {
+    const auto o = at::TensorOptions().device(at::kCUDA).dtype(dtype);
+    const auto x = torch::randn({2, 37, 4, 64}, o).transpose(1, 2);  // [B,H,T,D] view of [B,T,H,D]
+    const auto angles = torch::rand({37, 64}, at::TensorOptions().device(at::kCUDA)) * 6.0;
+    const auto cos = angles.cos(), sin = angles.sin();
+    for (bool in_fp32 : {false, true}) {
+      at::Tensor want, got;
+      {
+        at::AutoGradMode with_autograd(true);
+        want = models::apply_rotary(x, cos, sin, in_fp32);
+      }
+      {
+        torch::NoGradGuard no_grad;
+        got = models::apply_rotary(x, cos, sin, in_fp32);
+      }
+      EXPECT_TRUE(torch::equal(got, want)) << "RoPE " << dtype << " in_fp32 " << in_fp32;
+      EXPECT_EQ(got.strides(), want.strides());
+    }
+    const auto hidden = torch::randn({3, 5, 256}, o);
+    models::RMSNorm norm(256, 1e-5, false, o);
+    models::GatedMlp mlp(256, 512, false, o);
+    {
+      torch::NoGradGuard no_grad;
+      norm->weight.copy_(torch::rand({256}, o) + 0.5);
+      for (auto& p : mlp->parameters()) p.copy_(torch::randn(p.sizes(), o) * 0.05);
+    }
+    at::Tensor want_norm, want_mlp, got_norm, got_mlp;
+    {
+      at::AutoGradMode with_autograd(true);
+      want_norm = norm->forward(hidden).detach();
+      want_mlp = mlp->forward(hidden).detach();
+    }
+    {
+      torch::NoGradGuard no_grad;
+      got_norm = norm->forward(hidden);
+      got_mlp = mlp->forward(hidden);
+    }
+    EXPECT_LT(relative_error(got_norm, want_norm), dtype == at::kFloat ? 1e-6 : 4e-3) << dtype;
+    EXPECT_TRUE(torch::equal(got_mlp, want_mlp)) << "SiLU * up " << dtype;
+  }
+}

@@ -12,7 +12,8 @@
 #                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
 #                  warm machine; DEMO_FRESH=1 starts over)
-# Logs and JSON lines under $OUT; the build is kept in build-device between calls.
+# Logs and JSON lines under $OUT, packed into $OUT/session_logs.tgz at the end; the
+# build is kept in build-device between calls.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -82,3 +83,5 @@ for part in "$@"; do
   esac
 done
 echo; echo "===== session run ($(( $(date +%s) - t0 )) s) ====="; printf '%s\n' "${ROWS[@]}"
+# The device tool brings back a handful of files: every log in one archive.
+( cd "$OUT" && tar czf session_logs.tgz --remove-files $(ls | grep -v '^session_logs.tgz$') ) 2>/dev/null

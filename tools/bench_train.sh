@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training-step benchmarks of anchors.md on one GPU, random weights, S=4096:
 #   Stage I  at Llama-3.1-8B shapes, B=2  (target >= 22,000 tok/s)
-#   Stage II at Llama-3.2-3B shapes, B=1  (target >= 13,500 tok/s)
+#   Stage II at Llama-3.2-3B shapes, B=1  (target >= 13,500 tok/s), with activation
+#            checkpointing, then without it where memory allows
 # Each prints one line: "bench-train stage=... : X tok/s, Y ms/step, MFU Z %, peak W GiB".
 #   tools/bench_train.sh [path/to/xdistill] [steps] [profile-top-N]
 # With profile-top-N > 0, one more step per stage is profiled and its N most
@@ -12,3 +13,6 @@ STEPS="${2:-10}"
 PROFILE="${3:-0}"
 "$BIN" bench-train --stage align --shape llama-8b --batch 2 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda --profile "$PROFILE"
 "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda --profile "$PROFILE"
+# Without recomputing layers: ~85 GiB, which fits an H200 and not an 80 GB card.
+"$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda \
+  --no-activation-checkpointing || echo "bench-train stage=distill without activation checkpointing: failed (rc $?)"

@@ -6,6 +6,7 @@
 #include <limits>
 #include <tuple>
 
+#include "ops/row_kernels.h"
 #include "ops/window_heads.h"
 #include "xdistill/infer/window_prefill.h"
 #include "xdistill/student/hybrid_mixer.h"
@@ -102,10 +103,10 @@ DecodeState::DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, 
   }
   // The fused norms need every block pre-norm (the residual add of one block goes into
   // the next block's first norm) and kernels that cover the model's norms.
-  fused_norms_ = fused && fused_norm_supported(model_->embed, model_->final_norm->weight);
+  fused_norms_ = fused && ops::fused_norm_supported(model_->embed, model_->final_norm->weight);
   for (const auto& block : model_->blocks())
-    fused_norms_ = fused_norms_ && pre_norm(*block) && fused_norm_supported(model_->embed, block->mixer_norm->weight) &&
-                   fused_norm_supported(model_->embed, block->mlp_norm->weight);
+    fused_norms_ = fused_norms_ && pre_norm(*block) && ops::fused_norm_supported(model_->embed, block->mixer_norm->weight) &&
+                   ops::fused_norm_supported(model_->embed, block->mlp_norm->weight);
   lengths.assign(batch, 0);
   tokens = at::zeros({batch}, opts.dtype(at::kLong));
   positions = at::zeros({batch}, opts.dtype(at::kLong));
@@ -316,9 +317,9 @@ std::pair<at::Tensor, at::Tensor> DecodeState::fused_block_tail(models::DecoderB
                                                                 const at::Tensor& pre_out) {
   const at::Tensor mixed = block.mixer->project_out(pre_out);
   const auto& norm = *block.mlp_norm;
-  auto [h, normed] = fused_add_rmsnorm(x, mixed, norm.weight, norm.eps, norm.weight_in_fp32);
+  auto [h, normed] = ops::fused_add_rmsnorm(x, mixed, norm.weight, norm.eps, norm.weight_in_fp32);
   const auto& mlp = *block.mlp;
-  const at::Tensor act = fused_silu_mul(mlp.gate_proj->forward(normed), mlp.up_proj->forward(normed));
+  const at::Tensor act = ops::fused_silu_mul(mlp.gate_proj->forward(normed), mlp.up_proj->forward(normed));
   return {h, mlp.down_proj->forward(act)};
 }
 
@@ -333,14 +334,14 @@ void DecodeState::step() {
       auto& block = *model_->blocks()[i];
       const auto& norm = *block.mixer_norm;
       at::Tensor h;
-      if (delta.defined()) std::tie(x, h) = fused_add_rmsnorm(x, delta, norm.weight, norm.eps, norm.weight_in_fp32);
-      else h = fused_rmsnorm(x, norm.weight, norm.eps, norm.weight_in_fp32);
+      if (delta.defined()) std::tie(x, h) = ops::fused_add_rmsnorm(x, delta, norm.weight, norm.eps, norm.weight_in_fp32);
+      else h = ops::fused_rmsnorm(x, norm.weight, norm.eps, norm.weight_in_fp32);
       const at::Tensor pre_out = layers_[i].C.defined() ? student_mixer_step(i, h, shared) : teacher_mixer_step(i, h, shared);
       std::tie(x, delta) = fused_block_tail(block, x, pre_out);
     }
     const auto& norm = *model_->final_norm;
-    const at::Tensor last = delta.defined() ? fused_add_rmsnorm(x, delta, norm.weight, norm.eps, norm.weight_in_fp32).second
-                                            : fused_rmsnorm(x, norm.weight, norm.eps, norm.weight_in_fp32);
+    const at::Tensor last = delta.defined() ? ops::fused_add_rmsnorm(x, delta, norm.weight, norm.eps, norm.weight_in_fp32).second
+                                            : ops::fused_rmsnorm(x, norm.weight, norm.eps, norm.weight_in_fp32);
     logits.copy_(model_->logits(last.select(1, 0)));
     positions.add_(1);
     return;

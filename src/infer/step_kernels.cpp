@@ -10,7 +10,7 @@
 #ifdef XDISTILL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 
-#include "decode_norm_mlp_params.h"
+#include "ops/kernel_args.h"
 #include "student_decode_step_params.h"
 #endif
 
@@ -21,27 +21,7 @@ namespace {
 
 namespace xk = xd::kernels;
 
-bool dtype_of(at::ScalarType t, xk::DecodeDtype& out) {
-  switch (t) {
-    case at::kFloat: out = xk::DecodeDtype::f32; return true;
-    case at::kBFloat16: out = xk::DecodeDtype::bf16; return true;
-    case at::kHalf: out = xk::DecodeDtype::f16; return true;
-    default: return false;
-  }
-}
-
-xk::DecodeDtype dtype_or_throw(const at::Tensor& t) {
-  xk::DecodeDtype d{};
-  XD_CHECK(dtype_of(t.scalar_type(), d), "decode kernels: unsupported dtype ", t.scalar_type());
-  return d;
-}
-
-bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) throw Error(std::string("decode step: CUDA kernel ") + what + " failed: " + cudaGetErrorString(e));
-}
+using namespace xd::ops::kernel_args;
 
 // A [B,1,N] or [B,N] tensor whose rows are contiguous: the row stride in elements.
 int64_t row_stride(const at::Tensor& t, const char* name) {
@@ -166,106 +146,6 @@ at::Tensor fused_mixer_step(FusedMixerLayer& l, const at::Tensor& q, const at::T
   return out;
 }
 
-bool fused_norm_supported(const at::Tensor& like, const at::Tensor& weight) {
-  xk::DecodeDtype dtype{};
-  return like.is_cuda() && dtype_of(like.scalar_type(), dtype) && weight.defined() &&
-         weight.scalar_type() == like.scalar_type() && weight.dim() == 1 && weight.is_contiguous() && aligned16(weight) &&
-         xk::decode_rmsnorm_supports(dtype, static_cast<int>(weight.size(0)));
-}
-
-namespace {
-
-at::Tensor launch_norm(const at::Tensor& x, const at::Tensor* y, at::Tensor* sum, const at::Tensor& weight, double eps,
-                       bool weight_in_fp32) {
-  XD_CHECK(x.is_contiguous() && x.size(-1) == weight.size(0) && aligned16(x),
-           "decode step: RMSNorm input must be contiguous rows of ", weight.size(0));
-  at::Tensor out = at::empty_like(x);
-  xk::DecodeRmsNormParams p{};
-  p.x = x.data_ptr();
-  if (y) {
-    XD_CHECK(y->is_contiguous() && y->sizes() == x.sizes() && aligned16(*y), "decode step: residual of another shape");
-    *sum = at::empty_like(x);
-    p.y = y->data_ptr();
-    p.sum = sum->data_ptr();
-  }
-  p.out = out.data_ptr();
-  p.weight = weight.data_ptr();
-  p.dtype = dtype_or_throw(x);
-  p.rows = static_cast<int>(x.numel() / x.size(-1));
-  p.cols = static_cast<int>(x.size(-1));
-  p.eps = static_cast<float>(eps);
-  p.weight_in_fp32 = weight_in_fp32;
-  xk::decode_rmsnorm(p, at::cuda::getCurrentCUDAStream());
-  check_launch("decode_rmsnorm");
-  return out;
-}
-
-}  // namespace
-
-at::Tensor fused_rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, bool weight_in_fp32) {
-  return launch_norm(x.contiguous(), nullptr, nullptr, weight, eps, weight_in_fp32);
-}
-
-std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
-                                                    double eps, bool weight_in_fp32) {
-  at::Tensor sum;
-  const at::Tensor yc = y.contiguous();
-  at::Tensor out = launch_norm(x.contiguous(), &yc, &sum, weight, eps, weight_in_fp32);
-  return {sum, out};
-}
-
-at::Tensor fused_silu_mul(const at::Tensor& gate_in, const at::Tensor& up_in) {
-  XD_CHECK(gate_in.sizes() == up_in.sizes() && gate_in.scalar_type() == up_in.scalar_type(),
-           "decode step: SiLU * up of gate ", gate_in.sizes(), " and up ", up_in.sizes());
-  const at::Tensor gate = gate_in.contiguous(), up = up_in.contiguous();
-  at::Tensor out = at::empty_like(gate);
-  xk::DecodeSiluMulParams p{};
-  p.gate = gate.data_ptr();
-  p.up = up.data_ptr();
-  p.out = out.data_ptr();
-  p.dtype = dtype_or_throw(gate);
-  p.cols = static_cast<int>(gate.size(-1));
-  p.rows = static_cast<int>(gate.numel() / p.cols);
-  xk::decode_silu_mul(p, at::cuda::getCurrentCUDAStream());
-  check_launch("decode_silu_mul");
-  return out;
-}
-
-bool fused_rope_supported(const at::Tensor& x, const at::Tensor& cos) {
-  xk::DecodeDtype dtype{};
-  return x.is_cuda() && x.dim() == 4 && dtype_of(x.scalar_type(), dtype) && x.stride(3) == 1 && x.size(3) % 2 == 0 &&
-         cos.dim() == 2 && cos.scalar_type() == at::kFloat && cos.is_contiguous() && cos.size(0) == x.size(2) &&
-         cos.size(1) == x.size(3) && cos.device() == x.device();
-}
-
-at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32) {
-  XD_CHECK(fused_rope_supported(x, cos) && sin.sizes() == cos.sizes() && sin.is_contiguous() &&
-               sin.scalar_type() == at::kFloat,
-           "RoPE kernel: x ", x.sizes(), " with cos ", cos.sizes(), " and sin ", sin.sizes(), " is not covered");
-  at::Tensor out = at::empty_like(x);  // x's strides when x is dense (a head view of a projection)
-  if (x.numel() == 0) return out;
-  xk::RopeRowsParams p{};
-  p.x = x.data_ptr();
-  p.out = out.data_ptr();
-  p.x_sb = x.stride(0);
-  p.x_sh = x.stride(1);
-  p.x_st = x.stride(2);
-  p.out_sb = out.stride(0);
-  p.out_sh = out.stride(1);
-  p.out_st = out.stride(2);
-  p.cos = cos.data_ptr<float>();
-  p.sin = sin.data_ptr<float>();
-  p.dtype = dtype_or_throw(x);
-  p.B = static_cast<int>(x.size(0));
-  p.H = static_cast<int>(x.size(1));
-  p.T = static_cast<int>(x.size(2));
-  p.D = static_cast<int>(x.size(3));
-  p.in_fp32 = in_fp32;
-  xk::rope_rows(p, at::cuda::getCurrentCUDAStream());
-  check_launch("rope_rows");
-  return out;
-}
-
 #else  // no CUDA kernels in this build
 
 bool fused_mixer_step_supported(const FusedMixerLayer&, const at::Tensor&) { return false; }
@@ -273,22 +153,6 @@ at::Tensor fused_mixer_step(FusedMixerLayer&, const at::Tensor&, const at::Tenso
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
   throw Error("decode step: the fused mixer step needs a CUDA build");
 }
-bool fused_norm_supported(const at::Tensor&, const at::Tensor&) { return false; }
-at::Tensor fused_rmsnorm(const at::Tensor&, const at::Tensor&, double, bool) {
-  throw Error("decode step: the fused RMSNorm needs a CUDA build");
-}
-std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                                                    bool) {
-  throw Error("decode step: the fused RMSNorm needs a CUDA build");
-}
-at::Tensor fused_silu_mul(const at::Tensor&, const at::Tensor&) {
-  throw Error("decode step: the fused SiLU * mul needs a CUDA build");
-}
-bool fused_rope_supported(const at::Tensor&, const at::Tensor&) { return false; }
-at::Tensor fused_rope(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) {
-  throw Error("RoPE kernel: needs a CUDA build");
-}
-
 #endif
 
 }  // namespace xd::infer

@@ -34,17 +34,6 @@ at::Tensor fused_mixer_step(FusedMixerLayer& layer, const at::Tensor& q, const a
                             const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                             const at::Tensor& positions);
 
-// RMSNorm kernels on [B,1,hidden] rows: whether they cover `like` (CUDA, dtype, size,
-// weight in the same dtype); out = norm(x) or, with y, (sum = x + y, norm(sum)).
-bool fused_norm_supported(const at::Tensor& like, const at::Tensor& weight);
-at::Tensor fused_rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, bool weight_in_fp32);
-std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
-                                                    double eps, bool weight_in_fp32);
-// silu(gate) * up, both [.., I] of one shape and dtype, rounded as ATen's two ops.
-at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);
-// RoPE of x [B,H,T,D] (any strides, unit last) with cos, sin [T,D] float32, rounded as
-// models::apply_rotary; the result has x's memory layout.
-bool fused_rope_supported(const at::Tensor& x, const at::Tensor& cos);
-at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32);
+// RMSNorm, SiLU * up and RoPE: src/ops/row_kernels.h.
 
 }  // namespace xd::infer

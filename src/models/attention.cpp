@@ -8,7 +8,7 @@
 
 #include <c10/core/GradMode.h>
 
-#include "infer/step_kernels.h"
+#include "ops/row_kernels.h"
 #include "xdistill/models/decoder.h"
 #include "xdistill/util/error.h"
 
@@ -36,8 +36,8 @@ RMSNormImpl::RMSNormImpl(int64_t size, double eps_, bool weight_in_fp32_, const 
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) const {
-  if (use_row_kernels(x) && infer::fused_norm_supported(x, weight))
-    return infer::fused_rmsnorm(x, weight, eps, weight_in_fp32);
+  if (use_row_kernels(x) && ops::fused_norm_supported(x, weight))
+    return ops::fused_rmsnorm(x, weight, eps, weight_in_fp32);
   const auto input_dtype = x.scalar_type();
   at::Tensor h = x.to(at::kFloat);
   const at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
@@ -53,7 +53,7 @@ GatedMlpImpl::GatedMlpImpl(int64_t hidden, int64_t intermediate, bool bias, cons
 }
 
 at::Tensor GatedMlpImpl::forward(const at::Tensor& x) const {
-  if (use_row_kernels(x)) return down_proj->forward(infer::fused_silu_mul(gate_proj->forward(x), up_proj->forward(x)));
+  if (use_row_kernels(x)) return down_proj->forward(ops::fused_silu_mul(gate_proj->forward(x), up_proj->forward(x)));
   return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
 }
 
@@ -147,7 +147,7 @@ std::pair<at::Tensor, at::Tensor> Rotary::cos_sin(int64_t start, int64_t length)
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32) {
-  if (use_row_kernels(x) && infer::fused_rope_supported(x, cos)) return infer::fused_rope(x, cos, sin, in_fp32);
+  if (use_row_kernels(x) && ops::fused_rope_supported(x, cos)) return ops::fused_rope(x, cos, sin, in_fp32);
   const int64_t half = x.size(-1) / 2;
   const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   if (in_fp32) return (x * cos + rotated * sin).to(x.scalar_type());

@@ -1,7 +1,7 @@
 // The layer plan, the decoder block and the decoder.
 #include "xdistill/models/decoder.h"
 
-#include "infer/step_kernels.h"
+#include "ops/row_kernels.h"
 
 #include "xdistill/models/weight_names.h"
 #include "xdistill/util/error.h"
@@ -77,9 +77,9 @@ at::Tensor DecoderBlock::forward(const at::Tensor& x, const MixerContext& ctx, F
 at::Tensor DecoderBlock::finish(const at::Tensor& x, const at::Tensor& pre_out) {
   const bool pre = config.norm_placement == NormPlacement::pre;
   at::Tensor mixed = mixer->project_out(pre_out);
-  if (pre && use_row_kernels(x) && infer::fused_norm_supported(x, mlp_norm->weight) && x.sizes() == mixed.sizes()) {
+  if (pre && use_row_kernels(x) && ops::fused_norm_supported(x, mlp_norm->weight) && x.sizes() == mixed.sizes()) {
     // Inference: the residual add and the MLP's norm in one pass over the rows.
-    const auto [h, normed] = infer::fused_add_rmsnorm(x, mixed, mlp_norm->weight, mlp_norm->eps, mlp_norm->weight_in_fp32);
+    const auto [h, normed] = ops::fused_add_rmsnorm(x, mixed, mlp_norm->weight, mlp_norm->eps, mlp_norm->weight_in_fp32);
     return h + mlp->forward(normed);
   }
   if (!pre) mixed = mixer_norm->forward(mixed);

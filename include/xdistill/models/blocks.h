@@ -21,7 +21,7 @@ class LinearImpl : public torch::nn::Module {
 TORCH_MODULE(Linear);
 
 // Whether an inference forward (no autograd) on x's device takes the fused row
-// kernels of src/infer/step_kernels.h (RMSNorm with the residual add, SiLU * up):
+// kernels of src/ops/row_kernels.h (RMSNorm with the residual add, SiLU * up, RoPE):
 // CUDA tensors only; XDISTILL_FUSED_STEP=0 switches them off.
 bool use_row_kernels(const at::Tensor& x);
 

@@ -1,0 +1,25 @@
+// Internal: the row kernels around the projections (kernels/decode_norm_mlp.cu) from
+// the torch side: RMSNorm with the residual add, SiLU * up, RoPE. Used by inference
+// forwards (models::use_row_kernels) and the decode step. In builds without CUDA
+// nothing is supported and the launchers are never reached.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <utility>
+
+namespace xd::ops {
+
+// RMSNorm kernels on rows of `hidden`: whether they cover `like` (CUDA, dtype, size,
+// weight in the same dtype); out = norm(x) or, with y, (sum = x + y, norm(sum)).
+bool fused_norm_supported(const at::Tensor& like, const at::Tensor& weight);
+at::Tensor fused_rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, bool weight_in_fp32);
+std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
+                                                    double eps, bool weight_in_fp32);
+// silu(gate) * up, both [.., I] of one shape and dtype, rounded as ATen's two ops.
+at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);
+// RoPE of x [B,H,T,D] (any strides, unit last) with cos, sin [T,D] float32, rounded as
+// models::apply_rotary; the result has x's memory layout.
+bool fused_rope_supported(const at::Tensor& x, const at::Tensor& cos);
+at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32);
+
+}  // namespace xd::ops

@@ -6,6 +6,9 @@
 // rows exact bf16 (ldmatrix.trans from the staged chunk) and w o cols an fp32
 // product split into bf16 hi + lo (two mma), so the state keeps ~16 bits per
 // term and fp32 accumulation. Chunks are double-buffered with cp.async.
+#include <cstdlib>
+#include <cstring>
+
 #include "mlstm_mma.cuh"
 #include "mlstm_params.h"
 
@@ -188,7 +191,13 @@ void mlstm_chunk_scan_mma(const ChunkScanParams& params, cudaStream_t stream) {
   }();
   ChunkScanParams p = params;
   p.scan_cols = kCols;
-  while (p.scan_cols > 32 && (long long)p.BH * ((p.Dv + p.scan_cols - 1) / p.scan_cols) < sms) p.scan_cols /= 2;
+  // XD_MLSTM_SCAN_SLICES=off keeps one block per head (for comparison).
+  static const bool slices = [] {
+    const char* v = std::getenv("XD_MLSTM_SCAN_SLICES");
+    return v == nullptr || std::strcmp(v, "off") != 0;
+  }();
+  while (slices && p.scan_cols > 32 && (long long)p.BH * ((p.Dv + p.scan_cols - 1) / p.scan_cols) < sms)
+    p.scan_cols /= 2;
   const dim3 grid((p.Dv + p.scan_cols - 1) / p.scan_cols, p.BH);
   mma_scan_kernel<<<grid, kThreadsScan, smem, stream>>>(p);
 }

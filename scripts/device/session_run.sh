@@ -14,7 +14,9 @@
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
 #                  warm machine; DEMO_FRESH=1 starts over)
 # Logs and JSON lines under $OUT, packed into $OUT/session_logs.tgz at the end; the
-# build is kept in build-device between calls.
+# build is kept in build-device between calls. PREBUILT=.prebuilt (carried; made by
+# scripts/device/pack_prebuilt.sh on the CPU machine) skips the build and runs the
+# binaries in it; the tests part then runs the GPU gtest binaries directly.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -25,11 +27,25 @@ t0=$(date +%s)
 row() { ROWS+=("$(printf '%-12s %-8s %5ss  %s' "$1" "$2" "$3" "$4")"); }
 
 start=$(date +%s)
-scripts/device/build_and_test.sh --no-tests \
-  --targets "xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_torch_io_gpu test_kernel_profile_gpu" > "$OUT/build_summary.log" 2>&1
-rc=$?
-tail -3 "$OUT/build_summary.log"
-row build "$([[ $rc == 0 ]] && echo ok || echo FAILED)" $(( $(date +%s) - start )) ""
+TESTS_DIR=""  # where the GPU test binaries are when they run without ctest
+if [[ -n "${PREBUILT:-}" ]]; then
+  # Binaries built on the CPU machine (scripts/device/pack_prebuilt.sh) against the
+  # same torch: no build here. This machine's torch libraries replace the CPU machine's.
+  mkdir -p /tmp/prebuilt && tar -C /tmp/prebuilt -xJf "$PREBUILT/prebuilt.tar.xz"
+  TORCH_LIB=$(python3 -c 'import os,torch;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
+  export LD_LIBRARY_PATH=/tmp/prebuilt/lib:$TORCH_LIB:${LD_LIBRARY_PATH:-}
+  BIN=/tmp/prebuilt/bin/xdistill; TESTS_DIR=/tmp/prebuilt/bin
+  missing=$(ldd $BIN /tmp/prebuilt/bin/test_* | grep "not found" | sort -u)
+  echo "prebuilt from $(cat "$PREBUILT/commit" | tr '\n' ' ')"; [[ -z "$missing" ]] || echo "missing: $missing"
+  $BIN --version; rc=$?
+  row prebuilt "$([[ $rc == 0 ]] && echo ok || echo FAILED)" $(( $(date +%s) - start )) ""
+else
+  scripts/device/build_and_test.sh --no-tests \
+    --targets "xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_torch_io_gpu test_kernel_profile_gpu" > "$OUT/build_summary.log" 2>&1
+  rc=$?
+  tail -3 "$OUT/build_summary.log"
+  row build "$([[ $rc == 0 ]] && echo ok || echo FAILED)" $(( $(date +%s) - start )) ""
+fi
 ((rc == 0)) || { printf '%s\n' "${ROWS[@]}"; exit 1; }
 export XDISTILL_PLAIN_PROGRESS=1 PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 
@@ -39,6 +55,16 @@ for part in "$@"; do
   if (( start - t0 > BUDGET_S )); then row "$part" skipped 0 "over the ${BUDGET_S} s budget"; continue; fi
   case "$part" in
     tests)
+      if [[ -n "$TESTS_DIR" ]]; then
+        # No ctest tree here: each GPU gtest binary in turn (GPU_TEST_FILTER narrows them).
+        rc=0
+        for t in "$TESTS_DIR"/test_*; do
+          XD_SOURCE_DIR="$ROOT" timeout "${GPU_TEST_TIMEOUT:-300}" "$t" --gtest_filter="${GPU_TEST_FILTER:-*}" >> "$OUT/ctest_gpu.log" 2>&1 || rc=1
+        done
+        grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|Expected|Which is|rel" "$OUT/ctest_gpu.log" | head -40
+        row tests "rc=$rc" $(( $(date +%s) - start )) "$(grep -c '^\[       OK' "$OUT/ctest_gpu.log") ok, $(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$OUT/ctest_gpu.log") failed"
+        continue
+      fi
       ctest --test-dir build-device -L gpu --output-on-failure -j 2 --timeout 600 > "$OUT/ctest_gpu.log" 2>&1
       rc=$?
       grep -E "\*\*\*Failed|Failed  |Timeout|Expected|Which is|rel|tests passed" "$OUT/ctest_gpu.log" | head -40

@@ -12,7 +12,7 @@ shift || true
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=(xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_kernel_profile_gpu)
 ninja -C "$BUILD" "${TARGETS[@]}"
-grep -q "XDISTILL_WITH_CUDA:INTERNAL=ON\|xdistill_kernels" "$BUILD/CMakeCache.txt" ||
+[[ -f "$BUILD/kernels/libxdistill_kernels.a" ]] ||
   { echo "pack_prebuilt: $BUILD was configured without the CUDA kernels" >&2; exit 1; }
 
 STAGE=$(mktemp -d)
@@ -23,9 +23,10 @@ for t in "${TARGETS[@]}"; do
   [[ -n "$f" ]] || { echo "pack_prebuilt: no binary $t under $BUILD" >&2; exit 1; }
   strip --strip-unneeded -o "$STAGE/bin/$t" "$f"
 done
-# Shared libraries from Debian packages (not glibc, libstdc++, torch or CUDA).
+# Shared libraries from Debian packages and the CUDA runtime (not glibc, libstdc++,
+# torch or the driver).
 for f in "$STAGE"/bin/*; do ldd "$f"; done | awk '/=> \//{print $3}' | sort -u |
-  grep -vE '/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux)[.-]|/torch/|/nvidia/|libcuda' |
+  grep -vE '/(libc|libm|libdl|libpthread|librt|libutil|libgcc_s|libstdc\+\+|ld-linux)[.-]|/torch/|/nvidia/|/libcuda\.so' |
   while read -r lib; do cp -L "$lib" "$STAGE/lib/"; done
 rm -rf "$ROOT/.prebuilt" && mkdir -p "$ROOT/.prebuilt"
 tar -C "$STAGE" -cJf "$ROOT/.prebuilt/prebuilt.tar.xz" bin lib

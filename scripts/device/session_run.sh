@@ -23,6 +23,7 @@ cd "$ROOT"
 OUT="${OUT:-$ROOT/out}"; mkdir -p "$OUT"
 BIN=build-device/xdistill
 ROWS=()
+BG_PIDS=()
 t0=$(date +%s)
 row() { ROWS+=("$(printf '%-12s %-8s %5ss  %s' "$1" "$2" "$3" "$4")"); }
 
@@ -57,9 +58,17 @@ for part in "$@"; do
     tests)
       if [[ -n "$TESTS_DIR" ]]; then
         # No ctest tree here: each GPU gtest binary in turn (GPU_TEST_FILTER narrows them).
+        # BACKGROUND_TESTS names binaries (mostly float64 oracles on the CPU) that run
+        # beside the later parts; the end of the run waits for them.
         rc=0
         for t in "$TESTS_DIR"/test_*; do
-          XD_SOURCE_DIR="$ROOT" timeout "${GPU_TEST_TIMEOUT:-300}" "$t" --gtest_filter="${GPU_TEST_FILTER:-*}" >> "$OUT/ctest_gpu.log" 2>&1 || rc=1
+          run_test=(env XD_SOURCE_DIR="$ROOT" timeout "${GPU_TEST_TIMEOUT:-300}" "$t" --gtest_filter="${GPU_TEST_FILTER:-*}")
+          if [[ " ${BACKGROUND_TESTS:-} " == *" $(basename "$t") "* ]]; then
+            "${run_test[@]}" > "$OUT/$(basename "$t")_bg.log" 2>&1 &
+            BG_PIDS+=($!)
+          else
+            "${run_test[@]}" >> "$OUT/ctest_gpu.log" 2>&1 || rc=1
+          fi
         done
         grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|Expected|Which is|rel" "$OUT/ctest_gpu.log" | head -40
         row tests "rc=$rc" $(( $(date +%s) - start )) "$(grep -c '^\[       OK' "$OUT/ctest_gpu.log") ok, $(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$OUT/ctest_gpu.log") failed"
@@ -109,6 +118,12 @@ for part in "$@"; do
       ;;
     *) echo "unknown part $part" >&2 ;;
   esac
+done
+for pid in "${BG_PIDS[@]}"; do wait "$pid"; done
+for f in "$OUT"/*_bg.log; do
+  [[ -e "$f" ]] || continue
+  grep -E "^\[  FAILED|Expected|Which is|max rel" "$f" | head -30
+  row "$(basename "$f" _bg.log)" background $(( $(date +%s) - t0 )) "$(grep -c '^\[       OK' "$f") ok, $(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$f") failed"
 done
 echo; echo "===== session run ($(( $(date +%s) - t0 )) s) ====="; printf '%s\n' "${ROWS[@]}"
 # The device tool brings back a handful of files: every log in one archive.

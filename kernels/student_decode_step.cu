@@ -1,106 +1,117 @@
-// The student's decode step after the projections (contract in
-// student_decode_step_params.h). The work of one (row, head) splits into two
-// independent halves, run by two blocks of one launch (2 B H blocks) side by side:
-//   mLSTM role:
-//     1. plain q, k, v into shared memory; RoPE; the gate and output-gate dot products
-//     2. Hedgehog feature maps z = x W[h] (rounded to the model dtype as the ATen
-//        matmul's output), softmax over the features in fp32
-//     3. mLSTM: C = a C + (e k) v^T and n = a n + e k in place, num = qs^T C,
-//        den = max(|qs.n|, exp(-m)) + eps, streamed through C in float4 rows
-//   window role:
-//     1. plain q, k, v; RoPE (the same code, so the same bits as the mLSTM role's)
-//     4. the token into its ring slot (and sink slot), scores over the visible ring
-//        slots and sinks, softmax in fp32, probabilities times values
-//   5. o = sigmoid(u.[q, k, v] + c); out = o global + (1 - o) local, in whichever
-//      block of the pair finishes second.
-// With one block doing 1-5 in series the kernel was latency bound (B H blocks, each
-// a chain of dependent loads and barriers); the halves share nothing but q, k, v.
-// Each block writes its result row (global or local, already rounded as below; the
-// mLSTM role also o) to float32 scratch, fences, and takes a ticket from the pair's
-// counter; the block that draws ticket 1 reads the other row from L2, mixes, writes
-// out and resets the counter to 0 for the next launch (the step is replayed from a
-// CUDA graph). Nothing waits on the other block, so any schedule completes.
+// The student's decode step after the projections, one block per (row, head)
+// (contract in student_decode_step_params.h). Phases, separated by block barriers:
+//   1. plain q, k, v into shared memory; RoPE; the gate and output-gate dot products
+//   2. Hedgehog feature maps z = x W[h] (rounded to the model dtype as the ATen
+//      matmul's output), softmax over the features in fp32
+//   3. mLSTM: C = a C + (e k) v^T and n = a n + e k in place, num = qs^T C,
+//      den = max(|qs.n|, exp(-m)) + eps, streamed through C in float4 rows
+//   4. the token into its ring slot (and sink slot), scores over the visible ring
+//      slots and sinks, softmax in fp32, probabilities times values
+//   5. o = sigmoid(u.[q, k, v] + c); out = o global + (1 - o) local
 // The state is read and written once; the ring is read once; masked ring slots of
 // short rows are not read at all. Products and sums whose ATen counterpart rounds
 // (bf16 matmul outputs, elementwise ops) are rounded the same way, and fused
 // multiply-adds are avoided where ATen computes a product and a sum as two ops.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "float_cast.cuh"
 #include "student_decode_step_params.h"
-#include "student_decode_step_util.cuh"
 
 namespace xd::kernels {
 namespace {
 
-using namespace decode_step;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxReduce = 4;  // values reduced at once by block_reduce
 
-// A block's role is the low bit of its index: the two blocks of a (row, head) are
-// neighbours in the launch, so they are resident at the same time.
-enum Role : int { kMlstmRole = 0, kWindowRole = 1 };
-// Blocks per multiprocessor the register budget is set for: 4 x 132 SMs hold the
-// 2 B H = 512 blocks of B = 8, H = 32 in one wave (2 per SM would take two).
-constexpr int kMinBlocks = 4;
+template <typename T> using Elem = FloatCast<T>;
 
-// The shared-memory layout (floats): the rows both roles use, then the role's own
-// buffers over the same bytes (a launch has one dynamic size: the larger role's).
-struct Smem {
-  float *q_plain, *k_plain, *v_row, *q_rot, *k_rot, *red;
-  float *phi_q, *phi_k;  // mLSTM role
-  float *probs;          // window role
-  float *part;           // per-thread partial sums, sized for the role
+template <typename T> __device__ __forceinline__ float ld(const T* p) { return Elem<T>::to_float(*p); }
+template <typename T> __device__ __forceinline__ void st(T* p, float x) { *p = Elem<T>::from_float(x); }
+// x as a tensor of dtype T would hold it.
+template <typename T> __device__ __forceinline__ float rnd(float x) { return round_to<T>(x); }
+
+// Elements of T in one 16-byte load.
+template <typename T> struct Vec {
+  static constexpr int n = 16 / sizeof(T);
 };
 
-__host__ __device__ inline int common_floats(int D) { return 5 * D + kWarps * kMaxReduce; }
-__host__ __device__ inline int mlstm_floats(int Dk) { return 2 * Dk + 4 * kThreads; }
-template <typename T> __host__ __device__ int window_floats(int window, int sinks) {
-  return 2 * kThreads * Vec<T>::n + window + sinks;
+template <typename T>
+__device__ __forceinline__ void load_vec(const T* p, float (&out)[Vec<T>::n]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < Vec<T>::n; ++i) out[i] = Elem<T>::to_float(e[i]);
+}
+
+template <int N>
+__device__ __forceinline__ void load_vec_smem(const float* p, float (&out)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) out[i] = p[i];
+}
+
+struct Sum {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
+};
+struct Max {
+  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+// Every thread gets the reduction of v over the block. Starts with a barrier so
+// that the scratch of an earlier reduction is free, which also makes every shared
+// write before the call visible after it.
+template <int N, typename Op>
+__device__ __forceinline__ void block_reduce(float (&v)[N], float* scratch, Op op) {
+  static_assert(N <= kMaxReduce, "block_reduce: too many values");
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+    for (int i = 0; i < N; ++i) v[i] = op(v[i], __shfl_xor_sync(0xffffffffu, v[i], off));
+  __syncthreads();
+  if (lane == 0)
+#pragma unroll
+    for (int i = 0; i < N; ++i) scratch[warp * N + i] = v[i];
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    float r = scratch[i];
+    for (int w = 1; w < kWarps; ++w) r = op(r, scratch[w * N + i]);
+    v[i] = r;
+  }
+}
+
+// rope<T>: float_cast.cuh.
+
+// The shared-memory layout (floats).
+struct Smem {
+  float *q_plain, *k_plain, *v_row, *q_rot, *k_rot, *phi_q, *phi_k, *red, *part, *probs;
+};
+
+template <typename T> __host__ __device__ int part_floats() {
+  return 2 * kThreads * Vec<T>::n > kThreads * 4 ? 2 * kThreads * Vec<T>::n : kThreads * 4;
 }
 
 template <typename T>
 __host__ __device__ int smem_floats(int D, int Dk, int window, int sinks) {
-  const int mlstm = mlstm_floats(Dk), win = window_floats<T>(window, sinks);
-  return common_floats(D) + (mlstm > win ? mlstm : win);
+  return 5 * D + 2 * Dk + kWarps * kMaxReduce + part_floats<T>() + window + sinks;
 }
 
 template <typename T>
-__device__ Smem carve(float* base, const StudentDecodeStepParams& p, int role) {
-  Smem s{};
+__device__ Smem carve(float* base, const StudentDecodeStepParams& p) {
+  Smem s;
   s.q_plain = base;
   s.k_plain = s.q_plain + p.D;
   s.v_row = s.k_plain + p.D;
   s.q_rot = s.v_row + p.D;
   s.k_rot = s.q_rot + p.D;
-  s.red = s.k_rot + p.D;
-  float* own = s.red + kWarps * kMaxReduce;
-  if (role == kMlstmRole) {
-    s.phi_q = own;
-    s.phi_k = s.phi_q + p.Dk;
-    s.part = s.phi_k + p.Dk;
-  } else {
-    s.part = own;
-    s.probs = s.part + 2 * kThreads * Vec<T>::n;
-  }
+  s.phi_q = s.k_rot + p.D;
+  s.phi_k = s.phi_q + p.Dk;
+  s.red = s.phi_k + p.Dk;
+  s.part = s.red + kWarps * kMaxReduce;
+  s.probs = s.part + part_floats<T>();
   return s;
-}
-
-// Phase 1, both roles: plain q, k, v and their RoPE. Recomputing the rotation in both
-// blocks costs 2 D products; passing it between them would cost a wait. The rotated
-// rows are published by the caller's next barrier.
-template <typename T>
-__device__ void load_and_rotate(const StudentDecodeStepParams& p, const Smem& s, int b, int h, int hk) {
-  const int tid = threadIdx.x, D = p.D;
-  if (tid < D) {
-    s.q_plain[tid] = ld(static_cast<const T*>(p.q) + b * p.q_sb + (long long)h * D + tid);
-    s.k_plain[tid] = ld(static_cast<const T*>(p.k) + b * p.k_sb + (long long)hk * D + tid);
-    s.v_row[tid] = ld(static_cast<const T*>(p.v) + b * p.v_sb + (long long)hk * D + tid);
-  }
-  __syncthreads();
-  if (tid < D) {
-    const int half = D / 2;
-    const float rq = tid < half ? -s.q_plain[tid + half] : s.q_plain[tid - half];
-    const float rk = tid < half ? -s.k_plain[tid + half] : s.k_plain[tid - half];
-    const float c = p.cos[(long long)b * D + tid], sn = p.sin[(long long)b * D + tid];
-    s.q_rot[tid] = rope<T>(s.q_plain[tid], rq, c, sn, p.rope_in_fp32);
-    s.k_rot[tid] = rope<T>(s.k_plain[tid], rk, c, sn, p.rope_in_fp32);
-  }
 }
 
 // Phase 2: phi = softmax(z) (or [softmax(z), softmax(-z)]) for q and k, z = x W[h]
@@ -303,11 +314,29 @@ __device__ float window_attention(const StudentDecodeStepParams& p, const Smem& 
   return rnd<T>(__fadd_rn(rnd<T>(from_sinks), rnd<T>(from_ring)));
 }
 
-// The mLSTM role after phase 1: the gates, phases 2 and 3, and the stabiliser m.
-// Returns this thread's column of the readout (tid < D) and the output gate `o`.
 template <typename T>
-__device__ float mlstm_role(const StudentDecodeStepParams& p, const Smem& s, int b, int h, int bh, float& o) {
+__global__ void __launch_bounds__(kThreads) student_decode_step_kernel(StudentDecodeStepParams p) {
+  extern __shared__ float smem_base[];
+  const Smem s = carve<T>(smem_base, p);
+  const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hk);
   const int tid = threadIdx.x, D = p.D;
+  const long long t = p.positions[b];
+
+  // Phase 1: plain q, k, v; RoPE; the gates' dot products.
+  if (tid < D) {
+    s.q_plain[tid] = ld(static_cast<const T*>(p.q) + b * p.q_sb + (long long)h * D + tid);
+    s.k_plain[tid] = ld(static_cast<const T*>(p.k) + b * p.k_sb + (long long)hk * D + tid);
+    s.v_row[tid] = ld(static_cast<const T*>(p.v) + b * p.v_sb + (long long)hk * D + tid);
+  }
+  __syncthreads();
+  if (tid < D) {
+    const int half = D / 2;
+    const float rq = tid < half ? -s.q_plain[tid + half] : s.q_plain[tid - half];
+    const float rk = tid < half ? -s.k_plain[tid + half] : s.k_plain[tid - half];
+    const float c = p.cos[(long long)b * D + tid], sn = p.sin[(long long)b * D + tid];
+    s.q_rot[tid] = rope<T>(s.q_plain[tid], rq, c, sn, p.rope_in_fp32);
+    s.k_rot[tid] = rope<T>(s.k_plain[tid], rk, c, sn, p.rope_in_fp32);
+  }
   // [input gate, forget gate, output gate] pre-activations.
   float g[3] = {0.f, 0.f, 0.f};
   const T* x = static_cast<const T*>(p.x) + b * p.x_sb;
@@ -336,54 +365,14 @@ __device__ float mlstm_role(const StudentDecodeStepParams& p, const Smem& s, int
   const float m_prev = p.m[bh];
   const float m_new = fmaxf(lf + m_prev, zi);
   const float a = expf(lf + m_prev - m_new), e = expf(zi - m_new);
-  o = 1.f / (1.f + expf(-(rnd<T>(g[2]) + p.ogate_b[h])));
+  const float o = 1.f / (1.f + expf(-(rnd<T>(g[2]) + p.ogate_b[h])));
 
   feature_maps<T>(p, s, h);                                   // phase 2
   const float global = mlstm_update<T>(p, s, bh, a, e, m_new);  // phase 3
-  if (tid == 0) p.m[bh] = m_new;  // every thread read m_prev before phase 2's barriers
-  return global;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads, kMinBlocks) student_decode_step_kernel(StudentDecodeStepParams p) {
-  extern __shared__ float smem_base[];
-  const int role = blockIdx.x & 1, bh = blockIdx.x >> 1;
-  const int b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hk);
-  const int tid = threadIdx.x, D = p.D;
-  const Smem s = carve<T>(smem_base, p, role);
-
-  load_and_rotate<T>(p, s, b, h, hk);  // phase 1 (both roles)
-  float o = 0.f, mine;
-  if (role == kMlstmRole) {
-    mine = mlstm_role<T>(p, s, b, h, bh, o);  // phases 1-3
-  } else {
-    __syncthreads();  // publishes q_rot, k_rot
-    mine = window_attention<T>(p, s, b * p.Hk + hk, p.positions[b]);  // phase 4
-  }
-
-  // Phase 5 in the second block of the pair to get here. The fence orders this
-  // block's scratch writes before its ticket; the fence after the ticket orders the
-  // other block's writes (seen through its ticket) before the reads below, which go
-  // to L2 (__ldcg) since this SM's L1 is not coherent with the other block's stores.
-  const long long BH = (long long)p.B * p.H;
-  float* rows = p.scratch;                // [2, B H, D]: global rows, then local rows
-  float* gate_o = p.scratch + 2 * BH * D;  // [B H]
-  if (tid < D) rows[(role * BH + bh) * D + tid] = mine;
-  if (role == kMlstmRole && tid == 0) gate_o[bh] = o;
-  __threadfence();
-  __syncthreads();
-  bool last = false;
-  if (tid == 0) {
-    last = atomicAdd(p.counters + bh, 1u) == 1u;
-    __threadfence();
-  }
-  if (!__syncthreads_or(last)) return;
-  if (tid == 0) p.counters[bh] = 0;  // both blocks have taken their tickets
-  if (tid < D) {
-    const float global = role == kMlstmRole ? mine : __ldcg(rows + bh * D + tid);
-    const float local = role == kWindowRole ? mine : __ldcg(rows + (BH + bh) * D + tid);
-    const float og = role == kMlstmRole ? o : __ldcg(gate_o + bh);
-    const float mixed = __fadd_rn(__fmul_rn(og, global), __fmul_rn(1.f - og, local));
+  if (tid == 0) p.m[bh] = m_new;                              // every thread read m_prev before phase 2's barriers
+  const float local = window_attention<T>(p, s, b * p.Hk + hk, t);  // phase 4
+  if (tid < D) {                                              // phase 5
+    const float mixed = __fadd_rn(__fmul_rn(o, global), __fmul_rn(1.f - o, local));
     st(static_cast<T*>(p.out) + b * p.out_sb + (long long)h * D + tid, mixed);
   }
 }
@@ -391,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) student_decode_step_kern
 template <typename T>
 void launch(const StudentDecodeStepParams& p, cudaStream_t stream) {
   const size_t bytes = student_decode_step_shared_bytes(p);
-  student_decode_step_kernel<T><<<2 * p.B * p.H, kThreads, bytes, stream>>>(p);
+  student_decode_step_kernel<T><<<p.B * p.H, kThreads, bytes, stream>>>(p);
 }
 
 }  // namespace

@@ -13,9 +13,6 @@
 //            ring per key/value head; the H/Hk blocks of a group write the same token
 //            to it (the same bytes) before reading it
 //   out:    [B, .., H*D] row b at out + b*out_sb
-//   scratch [2*B*H*D + B*H] float32: the two blocks' result rows and the output gate
-//            (contents need not survive between launches)
-//   counters [B*H] zero before the first launch; every launch leaves them zero
 #pragma once
 #include <cuda_runtime.h>
 
@@ -48,8 +45,6 @@ struct StudentDecodeStepParams {
   void* sink_k;
   void* sink_v;
   void* out;
-  float* scratch;          // student_decode_step_scratch_floats(B, H, D)
-  unsigned int* counters;  // [B*H]
   DecodeDtype dtype;
   int B, H, Hk, D, Df, Dk, hidden, window, sinks;
   bool pm_features;   // "hedgehog_pm": phi = [softmax(z), softmax(-z)], Dk = 2 Df
@@ -65,10 +60,6 @@ constexpr int kDecodeMaxHeadDim = 128;     // D: a multiple of 32, at most this
 constexpr int kDecodeMaxFeatureDim = 256;  // Df and Dk
 constexpr int kDecodeMaxSharedBytes = 48 * 1024;
 
-// Floats of the scratch buffer: one global and one local row per (row, head), and o.
-inline long long student_decode_step_scratch_floats(int B, int H, int D) {
-  return static_cast<long long>(B) * H * (2LL * D + 1);
-}
 // Dynamic shared memory the launch needs (the caller checks it against the limit).
 int student_decode_step_shared_bytes(const StudentDecodeStepParams& p);
 void student_decode_step(const StudentDecodeStepParams& p, cudaStream_t stream);

@@ -64,18 +64,6 @@ xk::StudentDecodeStepParams mixer_params(const FusedMixerLayer& l, int64_t batch
   return p;
 }
 
-// The kernel's scratch rows and ticket counters for a batch of B rows, made once (the
-// eager warm-up before graph capture makes them, so the graph reuses these buffers).
-void ensure_mixer_step_scratch(FusedMixerLayer& l, int64_t B) {
-  const int64_t floats = xk::student_decode_step_scratch_floats(static_cast<int>(B), static_cast<int>(l.heads),
-                                                                static_cast<int>(l.head_dim));
-  const auto on = l.C.options();
-  if (!l.step_scratch.defined() || l.step_scratch.numel() != floats || l.step_scratch.device() != on.device())
-    l.step_scratch = at::empty({floats}, on.dtype(at::kFloat));
-  if (!l.step_counters.defined() || l.step_counters.numel() != B * l.heads || l.step_counters.device() != on.device())
-    l.step_counters = at::zeros({B * l.heads}, on.dtype(at::kInt));
-}
-
 bool contiguous_all(std::initializer_list<const at::Tensor*> ts) {
   for (const at::Tensor* t : ts)
     if (!t->defined() || !t->is_contiguous() || !aligned16(*t)) return false;
@@ -138,9 +126,6 @@ at::Tensor fused_mixer_step(FusedMixerLayer& l, const at::Tensor& q, const at::T
   p.cos = cos.data_ptr<float>();
   p.sin = sin.data_ptr<float>();
   p.positions = positions.data_ptr<int64_t>();
-  ensure_mixer_step_scratch(l, B);
-  p.scratch = l.step_scratch.data_ptr<float>();
-  p.counters = reinterpret_cast<unsigned int*>(l.step_counters.data_ptr<int32_t>());
   xk::student_decode_step(p, at::cuda::getCurrentCUDAStream());
   check_launch("student_decode_step");
   return out;

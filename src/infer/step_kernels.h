@@ -15,9 +15,6 @@ struct FusedMixerLayer {
   at::Tensor gate_w, gate_b;        // [2H, hidden], [2H] float32
   at::Tensor ogate_u, ogate_b;      // [H, 3D] model dtype, [H] float32 (contiguous storage)
   at::Tensor C, n, m, ring_k, ring_v, sink_k, sink_v;
-  // The kernel's hand-over between its two blocks per (row, head): float32 rows and
-  // int32 tickets (zero between launches), made by the first fused_mixer_step.
-  at::Tensor step_scratch, step_counters;
   int64_t heads = 0, kv_heads = 0, head_dim = 0, feature_dim = 0, key_dim = 0;
   int64_t window = 0, sinks = 0;
   bool pm_features = false, rope_in_fp32 = false;

@@ -147,7 +147,11 @@ std::pair<at::Tensor, at::Tensor> Rotary::cos_sin(int64_t start, int64_t length)
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32) {
-  if (use_row_kernels(x) && ops::fused_rope_supported(x, cos)) return ops::fused_rope(x, cos, sin, in_fp32);
+  // The RoPE row kernel is opt-in (XD_ROPE_KERNEL=1) until a GPU run has checked it
+  // (InferenceGpu.RowKernelsEqualTheirAtenOperations); read per call so a test can switch it.
+  const char* rope_kernel = std::getenv("XD_ROPE_KERNEL");
+  if (rope_kernel && std::string(rope_kernel) == "1" && use_row_kernels(x) && ops::fused_rope_supported(x, cos))
+    return ops::fused_rope(x, cos, sin, in_fp32);
   const int64_t half = x.size(-1) / 2;
   const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   if (in_fp32) return (x * cos + rotated * sin).to(x.scalar_type());

@@ -210,8 +210,10 @@ at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const
 bool merge_cached_sinks(const at::Tensor& q, at::Tensor& out, at::Tensor& lse, const at::Tensor& sink_k,
                         const at::Tensor& sink_v, int64_t position0, int64_t window) {
   const int64_t ns = sink_k.size(2);
-  const char* env = std::getenv("XD_WINDOW_SINKS");
-  if (env && std::string(env) == "aten") return false;
+  // Opt-in (XD_CACHED_SINKS=kernel) until a GPU run has checked this mode of the sink
+  // kernel (InferenceGpu.WindowContinueMatchesTheDenseReference runs both ways).
+  const char* env = std::getenv("XD_CACHED_SINKS");
+  if (env == nullptr || std::string(env) != "kernel") return false;
   if (ns < 1 || ns > xk::kMaxSinks || position0 < ns || q.size(3) > xk::kMaxSinkHeadDim ||
       q.size(0) * q.size(2) > 65535 || !window_attention_cuda_supports(q.transpose(1, 2)))
     return false;

@@ -13,7 +13,8 @@ at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const
 // [B,T,H,D] (flash attention's layout) at positions position0 .. position0+T-1;
 // lse [B,H,T] contiguous float32 (merged in place); sink_k, sink_v [B,Hk,sinks,D],
 // every sink already cached (position0 >= sinks). False, with nothing done, where
-// the kernel does not cover the inputs (the caller merges with ATen operations).
+// the kernel does not cover the inputs or XD_CACHED_SINKS=kernel is not set (the
+// caller merges with ATen operations).
 bool merge_cached_sinks(const at::Tensor& q, at::Tensor& out, at::Tensor& lse, const at::Tensor& sink_k,
                         const at::Tensor& sink_v, int64_t position0, int64_t window);
 

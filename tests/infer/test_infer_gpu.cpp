@@ -211,8 +211,9 @@ TEST(InferenceGpu, FusedDecodeStepEqualsTheAtenStep) {
 }
 
 // A prompt continued chunk by chunk from the window cache (flash attention over ring +
-// chunk, the cached sinks merged by the sink kernel from the second chunk on) against
-// the dense float32 reference over the whole sequence, grouped query heads.
+// chunk, the cached sinks merged with ATen operations, or by the sink kernel with
+// XD_CACHED_SINKS=kernel) against the dense float32 reference over the whole
+// sequence, grouped query heads.
 TEST(InferenceGpu, WindowContinueMatchesTheDenseReference) {
   REQUIRE_CUDA();
   torch::manual_seed(21);
@@ -225,16 +226,21 @@ TEST(InferenceGpu, WindowContinueMatchesTheDenseReference) {
     const auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat); };
     const auto want = ops::reference::window_attention_dense(f32(q), f32(ops::repeat_kv(k, H)),
                                                              f32(ops::repeat_kv(v, H)), window, sinks);
-    for (int64_t chunk : {int64_t{3}, int64_t{100}, int64_t{333}}) {
-      ops::WindowCache cache(B, Hk, D, window, sinks, o);
-      std::vector<at::Tensor> parts;
-      for (int64_t s = 0; s < S; s += chunk) {
-        const int64_t n = std::min(chunk, S - s);
-        parts.push_back(infer::window_attention_continue(q.narrow(2, s, n), k.narrow(2, s, n), v.narrow(2, s, n), cache));
+    for (const char* merge : {"aten", "kernel"}) {
+      setenv("XD_CACHED_SINKS", merge, 1);
+      for (int64_t chunk : {int64_t{3}, int64_t{100}, int64_t{333}}) {
+        ops::WindowCache cache(B, Hk, D, window, sinks, o);
+        std::vector<at::Tensor> parts;
+        for (int64_t s = 0; s < S; s += chunk) {
+          const int64_t n = std::min(chunk, S - s);
+          parts.push_back(
+              infer::window_attention_continue(q.narrow(2, s, n), k.narrow(2, s, n), v.narrow(2, s, n), cache));
+        }
+        const double err = relative_error(torch::cat(parts, 2), want);
+        EXPECT_LT(err, 1e-2) << "D " << D << ", chunk " << chunk << ", sinks merged by " << merge;
       }
-      const double err = relative_error(torch::cat(parts, 2), want);
-      EXPECT_LT(err, 1e-2) << "D " << D << ", chunk " << chunk;
     }
+    unsetenv("XD_CACHED_SINKS");
   }
 }
 
@@ -243,6 +249,7 @@ TEST(InferenceGpu, WindowContinueMatchesTheDenseReference) {
 // (bit-identical); RMSNorm sums its squares in another order (close).
 TEST(InferenceGpu, RowKernelsEqualTheirAtenOperations) {
   REQUIRE_CUDA();
+  setenv("XD_ROPE_KERNEL", "1", 1);  // opt-in until this test has passed on a GPU
   torch::manual_seed(31);
   for (auto dtype : {at::kBFloat16, at::kFloat}) {
     const auto o = at::TensorOptions().device(at::kCUDA).dtype(dtype);
@@ -284,4 +291,5 @@ TEST(InferenceGpu, RowKernelsEqualTheirAtenOperations) {
     EXPECT_LT(relative_error(got_norm, want_norm), dtype == at::kFloat ? 1e-6 : 4e-3) << dtype;
     EXPECT_TRUE(torch::equal(got_mlp, want_mlp)) << "SiLU * up " << dtype;
   }
+  unsetenv("XD_ROPE_KERNEL");
 }

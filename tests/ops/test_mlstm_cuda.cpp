@@ -142,6 +142,16 @@ TEST(MlstmCuda, BFloat16SplitStatesForwardMatchesFloat64Oracle) {
   unsetenv("XD_MLSTM_FORWARD");
 }
 
+// The tensor-core scan with the state's columns split over blocks when the heads are
+// too few to fill the GPU (XD_MLSTM_SCAN_SLICES=on): B H of 6, 4 and 4 give slices of
+// 32 columns, Dv = 48 and 96 a partial last slice; forward and reverse scans.
+TEST(MlstmCuda, ScanColumnSlicesMatchFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  setenv("XD_MLSTM_SCAN_SLICES", "on", 1);
+  for (size_t n = 0; n < 3; ++n) check_case(kCases[n], at::kBFloat16, 1e-2, 900 + n);
+  unsetenv("XD_MLSTM_SCAN_SLICES");
+}
+
 // The fp32 FMA kernels for bf16 inputs (XD_MLSTM_KERNELS=fma), kept selectable
 // next to the default tensor-core kernels.
 TEST(MlstmCuda, BFloat16FmaKernelsMatchFloat64Oracle) {

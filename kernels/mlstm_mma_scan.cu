@@ -30,11 +30,16 @@ struct ScanSmem {
   float vec[kMaxHeadDim];
 };
 
+// kWidth: columns of this block's slice (kCols, or 64 / 32 with column slices), a
+// compile-time constant so the guards below fold away and the accumulators stay in
+// registers (a runtime width made the kernel spill).
+template <int kWidth>
 __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanParams p) {
+  static_assert(kWidth % 16 == 0 && kWidth <= kCols, "a slice is whole 16-column mma tiles");
   extern __shared__ __align__(16) unsigned char smem_raw[];
   ScanSmem& sm = *reinterpret_cast<ScanSmem*>(smem_raw);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
-  const int width = p.scan_cols;  // columns of this block's slice (<= kCols, a multiple of 16)
+  constexpr int width = kWidth;
   const int bh = blockIdx.y, c0 = blockIdx.x * width;
   const bool owns_vec = blockIdx.x == 0;
   const bf16* row_src = static_cast<const bf16*>(p.rows) + (size_t)bh * p.S * p.Dk;
@@ -177,9 +182,8 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
 
 bool mlstm_mma_supported(int Dk, int Dv) { return Dk % 8 == 0 && Dv % 8 == 0 && Dk <= kMaxHeadDim && Dv <= kMaxHeadDim; }
 
-void mlstm_chunk_scan_mma(const ChunkScanParams& params, cudaStream_t stream) {
+void mlstm_chunk_scan_mma(const ChunkScanParams& p, cudaStream_t stream) {
   const size_t smem = sizeof(ScanSmem);
-  cudaFuncSetAttribute(mma_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   // A block walks every chunk of its head in order, so the scan's time is one block's:
   // with fewer heads than multiprocessors, slices of the state's columns go to
   // separate blocks (each reloads the chunk's keys, from L2) until the GPU is full.
@@ -189,17 +193,23 @@ void mlstm_chunk_scan_mma(const ChunkScanParams& params, cudaStream_t stream) {
     cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
     return n;
   }();
-  ChunkScanParams p = params;
-  p.scan_cols = kCols;
+  int cols = kCols;  // state columns per block
   // Opt-in (XD_MLSTM_SCAN_SLICES=on) until a GPU run has checked it against the
   // float64 oracle (MlstmCuda.ScanColumnSlicesMatchFloat64Oracle); read per launch so
   // that a test can switch it.
   const char* slices_env = std::getenv("XD_MLSTM_SCAN_SLICES");
   const bool slices = slices_env != nullptr && std::strcmp(slices_env, "on") == 0;
-  while (slices && p.scan_cols > 32 && (long long)p.BH * ((p.Dv + p.scan_cols - 1) / p.scan_cols) < sms)
-    p.scan_cols /= 2;
-  const dim3 grid((p.Dv + p.scan_cols - 1) / p.scan_cols, p.BH);
-  mma_scan_kernel<<<grid, kThreadsScan, smem, stream>>>(p);
+  while (slices && cols > 32 && (long long)p.BH * ((p.Dv + cols - 1) / cols) < sms) cols /= 2;
+  const dim3 grid((p.Dv + cols - 1) / cols, p.BH);
+  auto launch = [&](auto kernel) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    kernel<<<grid, kThreadsScan, smem, stream>>>(p);
+  };
+  switch (cols) {
+    case 32: launch(mma_scan_kernel<32>); break;
+    case 64: launch(mma_scan_kernel<64>); break;
+    default: launch(mma_scan_kernel<kCols>); break;
+  }
 }
 
 }  // namespace xd::kernels

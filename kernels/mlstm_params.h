@@ -40,9 +40,6 @@ struct ChunkScanParams {
   // lo = x - hi), [BH,NC,2,Dk,Dv] in the same bytes, for mlstm_forward_output_mma's
   // asynchronous copies. final_mat stays float32.
   bool split_states;
-  // mlstm_chunk_scan_mma sets this itself: state columns per block (a multiple of 16;
-  // fewer than Dv when there are too few heads to fill the GPU).
-  int scan_cols;
 };
 
 // Per-chunk outputs: h = (s_t q~C + sum_j exp(row_log_t + col_log_j) (q~.k_j) v_j) / den_t.

@@ -53,8 +53,10 @@ GatedMlpImpl::GatedMlpImpl(int64_t hidden, int64_t intermediate, bool bias, cons
 }
 
 at::Tensor GatedMlpImpl::forward(const at::Tensor& x) const {
-  if (use_row_kernels(x)) return down_proj->forward(ops::fused_silu_mul(gate_proj->forward(x), up_proj->forward(x)));
-  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  const at::Tensor gate = gate_proj->forward(x), up = up_proj->forward(x);
+  if (use_row_kernels(x) && ops::fused_silu_mul_supported(gate, up))
+    return down_proj->forward(ops::fused_silu_mul(gate, up));
+  return down_proj->forward(at::silu(gate) * up);
 }
 
 // ---------------------------------------------------------------- RoPE
@@ -150,7 +152,7 @@ at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Te
   // The RoPE row kernel is opt-in (XD_ROPE_KERNEL=1) until a GPU run has checked it
   // (InferenceGpu.RowKernelsEqualTheirAtenOperations); read per call so a test can switch it.
   const char* rope_kernel = std::getenv("XD_ROPE_KERNEL");
-  if (rope_kernel && std::string(rope_kernel) == "1" && use_row_kernels(x) && ops::fused_rope_supported(x, cos))
+  if (rope_kernel && std::string(rope_kernel) == "1" && use_row_kernels(x) && ops::fused_rope_supported(x, cos, sin))
     return ops::fused_rope(x, cos, sin, in_fp32);
   const int64_t half = x.size(-1) / 2;
   const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);

@@ -77,7 +77,8 @@ at::Tensor DecoderBlock::forward(const at::Tensor& x, const MixerContext& ctx, F
 at::Tensor DecoderBlock::finish(const at::Tensor& x, const at::Tensor& pre_out) {
   const bool pre = config.norm_placement == NormPlacement::pre;
   at::Tensor mixed = mixer->project_out(pre_out);
-  if (pre && use_row_kernels(x) && ops::fused_norm_supported(x, mlp_norm->weight) && x.sizes() == mixed.sizes()) {
+  if (pre && use_row_kernels(x) && ops::fused_norm_supported(x, mlp_norm->weight) && x.sizes() == mixed.sizes() &&
+      x.scalar_type() == mixed.scalar_type()) {
     // Inference: the residual add and the MLP's norm in one pass over the rows.
     const auto [h, normed] = ops::fused_add_rmsnorm(x, mixed, mlp_norm->weight, mlp_norm->eps, mlp_norm->weight_in_fp32);
     return h + mlp->forward(normed);

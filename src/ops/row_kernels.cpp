@@ -8,6 +8,7 @@
 
 #ifdef XDISTILL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 
 #include "decode_norm_mlp_params.h"
 #include "ops/kernel_args.h"
@@ -31,11 +32,16 @@ at::Tensor launch_norm(const at::Tensor& x, const at::Tensor* y, at::Tensor* sum
                        bool weight_in_fp32) {
   XD_CHECK(x.is_contiguous() && x.size(-1) == weight.size(0) && aligned16(x),
            "decode step: RMSNorm input must be contiguous rows of ", weight.size(0));
+  // The launch goes to the stream of x's device, whichever device is current.
+  const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor out = at::empty_like(x);
   xk::DecodeRmsNormParams p{};
   p.x = x.data_ptr();
   if (y) {
-    XD_CHECK(y->is_contiguous() && y->sizes() == x.sizes() && aligned16(*y), "decode step: residual of another shape");
+    XD_CHECK(y->is_contiguous() && y->sizes() == x.sizes() && y->scalar_type() == x.scalar_type() &&
+                 y->device() == x.device() && aligned16(*y),
+             "decode step: residual ", y->sizes(), " ", y->scalar_type(), " does not match the input ", x.sizes(), " ",
+             x.scalar_type());
     *sum = at::empty_like(x);
     p.y = y->data_ptr();
     p.sum = sum->data_ptr();
@@ -66,9 +72,17 @@ std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor& x, const a
   return {sum, out};
 }
 
+bool fused_silu_mul_supported(const at::Tensor& gate, const at::Tensor& up) {
+  xk::DecodeDtype dtype{};
+  return gate.is_cuda() && dtype_of(gate.scalar_type(), dtype) && gate.sizes() == up.sizes() &&
+         gate.scalar_type() == up.scalar_type() && gate.device() == up.device() && gate.dim() >= 1 &&
+         gate.size(-1) > 0 && gate.numel() > 0;
+}
+
 at::Tensor fused_silu_mul(const at::Tensor& gate_in, const at::Tensor& up_in) {
-  XD_CHECK(gate_in.sizes() == up_in.sizes() && gate_in.scalar_type() == up_in.scalar_type(),
-           "decode step: SiLU * up of gate ", gate_in.sizes(), " and up ", up_in.sizes());
+  XD_CHECK(fused_silu_mul_supported(gate_in, up_in), "decode step: SiLU * up of gate ", gate_in.sizes(), " ",
+           gate_in.scalar_type(), " and up ", up_in.sizes(), " ", up_in.scalar_type(), " is not covered");
+  const c10::cuda::CUDAGuard guard(gate_in.device());
   const at::Tensor gate = gate_in.contiguous(), up = up_in.contiguous();
   at::Tensor out = at::empty_like(gate);
   xk::DecodeSiluMulParams p{};
@@ -83,17 +97,20 @@ at::Tensor fused_silu_mul(const at::Tensor& gate_in, const at::Tensor& up_in) {
   return out;
 }
 
-bool fused_rope_supported(const at::Tensor& x, const at::Tensor& cos) {
+bool fused_rope_supported(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   xk::DecodeDtype dtype{};
+  auto table_ok = [&](const at::Tensor& t) {
+    return t.dim() == 2 && t.scalar_type() == at::kFloat && t.is_contiguous() && t.size(0) == x.size(2) &&
+           t.size(1) == x.size(3) && t.device() == x.device();
+  };
   return x.is_cuda() && x.dim() == 4 && dtype_of(x.scalar_type(), dtype) && x.stride(3) == 1 && x.size(3) % 2 == 0 &&
-         cos.dim() == 2 && cos.scalar_type() == at::kFloat && cos.is_contiguous() && cos.size(0) == x.size(2) &&
-         cos.size(1) == x.size(3) && cos.device() == x.device();
+         table_ok(cos) && table_ok(sin);
 }
 
 at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32) {
-  XD_CHECK(fused_rope_supported(x, cos) && sin.sizes() == cos.sizes() && sin.is_contiguous() &&
-               sin.scalar_type() == at::kFloat,
-           "RoPE kernel: x ", x.sizes(), " with cos ", cos.sizes(), " and sin ", sin.sizes(), " is not covered");
+  XD_CHECK(fused_rope_supported(x, cos, sin), "RoPE kernel: x ", x.sizes(), " with cos ", cos.sizes(), " and sin ",
+           sin.sizes(), " is not covered");
+  const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor out = at::empty_like(x);  // x's strides when x is dense (a head view of a projection)
   if (x.numel() == 0) return out;
   xk::RopeRowsParams p{};
@@ -129,10 +146,11 @@ std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor&, const at:
                                                     bool) {
   throw Error("decode step: the fused RMSNorm needs a CUDA build");
 }
+bool fused_silu_mul_supported(const at::Tensor&, const at::Tensor&) { return false; }
 at::Tensor fused_silu_mul(const at::Tensor&, const at::Tensor&) {
   throw Error("decode step: the fused SiLU * mul needs a CUDA build");
 }
-bool fused_rope_supported(const at::Tensor&, const at::Tensor&) { return false; }
+bool fused_rope_supported(const at::Tensor&, const at::Tensor&, const at::Tensor&) { return false; }
 at::Tensor fused_rope(const at::Tensor&, const at::Tensor&, const at::Tensor&, bool) {
   throw Error("RoPE kernel: needs a CUDA build");
 }

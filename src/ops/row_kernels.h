@@ -16,10 +16,11 @@ at::Tensor fused_rmsnorm(const at::Tensor& x, const at::Tensor& weight, double e
 std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
                                                     double eps, bool weight_in_fp32);
 // silu(gate) * up, both [.., I] of one shape and dtype, rounded as ATen's two ops.
+bool fused_silu_mul_supported(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);
 // RoPE of x [B,H,T,D] (any strides, unit last) with cos, sin [T,D] float32, rounded as
 // models::apply_rotary; the result has x's memory layout.
-bool fused_rope_supported(const at::Tensor& x, const at::Tensor& cos);
+bool fused_rope_supported(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32);
 
 }  // namespace xd::ops

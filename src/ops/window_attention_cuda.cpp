@@ -5,6 +5,7 @@
 // exact; the sink keys' share is a small dense product (sinks x S).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/autograd.h>
 
 #include <cmath>
@@ -204,6 +205,9 @@ bool window_attention_cuda_supports(const at::Tensor& q) {
 
 at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                                  int64_t sinks) {
+  // Launches go to the stream of q's device, whichever device is current (the backward
+  // runs on the autograd engine's thread for that device, which sets it).
+  const c10::cuda::CUDAGuard guard(q.device());
   return WindowAttentionFunction::apply(q, k, v, window, sinks)[0];
 }
 
@@ -217,10 +221,16 @@ bool merge_cached_sinks(const at::Tensor& q, at::Tensor& out, at::Tensor& lse, c
   if (ns < 1 || ns > xk::kMaxSinks || position0 < ns || q.size(3) > xk::kMaxSinkHeadDim ||
       q.size(0) * q.size(2) > 65535 || !window_attention_cuda_supports(q.transpose(1, 2)))
     return false;
+  const int64_t B = q.size(0), T = q.size(1), H = q.size(2), Hk = sink_k.size(1);
+  if (Hk < 1 || H % Hk != 0 || lse.sizes() != at::IntArrayRef({B, H, T}) || out.sizes() != q.sizes() ||
+      sink_v.sizes() != sink_k.sizes() || sink_k.size(0) != B || sink_k.size(3) != q.size(3))
+    return false;
   const auto sk = sink_k.transpose(1, 2), sv = sink_v.transpose(1, 2);  // [B,sinks,Hk,D] views
   if (!aligned_rows(q) || !aligned_rows(out) || !aligned_rows(sk) || !aligned_rows(sv) || !lse.is_contiguous() ||
-      lse.scalar_type() != at::kFloat || sk.scalar_type() != q.scalar_type() || out.scalar_type() != q.scalar_type())
+      lse.scalar_type() != at::kFloat || sk.scalar_type() != q.scalar_type() || sv.scalar_type() != q.scalar_type() ||
+      out.scalar_type() != q.scalar_type())
     return false;
+  const c10::cuda::CUDAGuard guard(q.device());
   xk::WindowSinksParams p = sink_params(q, sk, sv, out, lse, window, ns, 1.0 / std::sqrt(static_cast<double>(q.size(3))));
   p.position0 = static_cast<int>(position0);
   p.sink_k = rows(sk);

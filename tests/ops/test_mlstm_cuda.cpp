@@ -152,6 +152,32 @@ TEST(MlstmCuda, ScanColumnSlicesMatchFloat64Oracle) {
   unsetenv("XD_MLSTM_SCAN_SLICES");
 }
 
+// A slice only partitions the state's columns, each computed as before: outputs, final
+// states and gradients are bit-identical with and without slices (B H = 80 takes
+// 64-column slices on an H100/H200, B H = 6 and 4 take 32).
+TEST(MlstmCuda, ScanColumnSlicesEqualOneBlockPerHead) {
+  XD_REQUIRE_CUDA();
+  std::vector<Case> cases{kCases[0], kCases[2], {2, 40, 130, 128, 128, true, 64}};
+  for (size_t n = 0; n < cases.size(); ++n) {
+    const Case& c = cases[n];
+    at::manual_seed(950 + n);
+    const auto in = to(test::random_mlstm(c.B, c.H, c.S, c.Dk, c.Dv, c.state, at::TensorOptions().dtype(at::kDouble)),
+                       at::kBFloat16, at::kCUDA);
+    const int64_t L = c.L;
+    test::MlstmFn op = [L](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, L); };
+    const auto whole = test::run_with_grads(op, in, 960 + n);
+    setenv("XD_MLSTM_SCAN_SLICES", "on", 1);
+    const auto sliced = test::run_with_grads(op, in, 960 + n);
+    unsetenv("XD_MLSTM_SCAN_SLICES");
+    for (size_t j = 0; j < whole.outputs.size(); ++j)
+      EXPECT_TRUE(torch::equal(sliced.outputs[j], whole.outputs[j])) << name(c, at::kBFloat16) << " "
+                                                                     << test::mlstm_output_name(j);
+    for (size_t j = 0; j < whole.grads.size(); ++j)
+      EXPECT_TRUE(torch::equal(sliced.grads[j], whole.grads[j])) << name(c, at::kBFloat16) << " "
+                                                                 << test::mlstm_grad_name(j);
+  }
+}
+
 // The fp32 FMA kernels for bf16 inputs (XD_MLSTM_KERNELS=fma), kept selectable
 // next to the default tensor-core kernels.
 TEST(MlstmCuda, BFloat16FmaKernelsMatchFloat64Oracle) {

@@ -1,5 +1,5 @@
-// The student's decode step after the projections, one block per (row, head)
-// (contract in student_decode_step_params.h). Phases, separated by block barriers:
+// The student's decode step after the projections (contract in
+// student_decode_step_params.h). Phases (student_decode_step_phases.cuh):
 //   1. plain q, k, v into shared memory; RoPE; the gate and output-gate dot products
 //   2. Hedgehog feature maps z = x W[h] (rounded to the model dtype as the ATen
 //      matmul's output), softmax over the features in fp32
@@ -8,379 +8,119 @@
 //   4. the token into its ring slot (and sink slot), scores over the visible ring
 //      slots and sinks, softmax in fp32, probabilities times values
 //   5. o = sigmoid(u.[q, k, v] + c); out = o global + (1 - o) local
+// Two kernels run them:
+//   one block per (row, head), phases 1-5 in series: the default, checked on a GPU;
+//   two blocks per (row, head) (p.split_roles): the mLSTM role does 1-3, the window
+//     role 1 and 4, side by side; whichever finishes second does 5. One block in
+//     series is latency bound (a chain of dependent loads and barriers); the halves
+//     share nothing but q, k, v. Opt-in until a GPU run has shown it gives the same
+//     bits as the one-block kernel (InferenceGpu.TwoRoleDecodeStepEqualsOneBlockStep).
 // The state is read and written once; the ring is read once; masked ring slots of
 // short rows are not read at all. Products and sums whose ATen counterpart rounds
 // (bf16 matmul outputs, elementwise ops) are rounded the same way, and fused
 // multiply-adds are avoided where ATen computes a product and a sum as two ops.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include "float_cast.cuh"
 #include "student_decode_step_params.h"
+#include "student_decode_step_phases.cuh"
 
 namespace xd::kernels {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-constexpr int kMaxReduce = 4;  // values reduced at once by block_reduce
+using namespace decode_step;
 
-template <typename T> using Elem = FloatCast<T>;
-
-template <typename T> __device__ __forceinline__ float ld(const T* p) { return Elem<T>::to_float(*p); }
-template <typename T> __device__ __forceinline__ void st(T* p, float x) { *p = Elem<T>::from_float(x); }
-// x as a tensor of dtype T would hold it.
-template <typename T> __device__ __forceinline__ float rnd(float x) { return round_to<T>(x); }
-
-// Elements of T in one 16-byte load.
-template <typename T> struct Vec {
-  static constexpr int n = 16 / sizeof(T);
-};
-
-template <typename T>
-__device__ __forceinline__ void load_vec(const T* p, float (&out)[Vec<T>::n]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < Vec<T>::n; ++i) out[i] = Elem<T>::to_float(e[i]);
-}
-
-template <int N>
-__device__ __forceinline__ void load_vec_smem(const float* p, float (&out)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) out[i] = p[i];
-}
-
-struct Sum {
-  __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
-};
-struct Max {
-  __device__ __forceinline__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-
-// Every thread gets the reduction of v over the block. Starts with a barrier so
-// that the scratch of an earlier reduction is free, which also makes every shared
-// write before the call visible after it.
-template <int N, typename Op>
-__device__ __forceinline__ void block_reduce(float (&v)[N], float* scratch, Op op) {
-  static_assert(N <= kMaxReduce, "block_reduce: too many values");
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1)
-#pragma unroll
-    for (int i = 0; i < N; ++i) v[i] = op(v[i], __shfl_xor_sync(0xffffffffu, v[i], off));
-  __syncthreads();
-  if (lane == 0)
-#pragma unroll
-    for (int i = 0; i < N; ++i) scratch[warp * N + i] = v[i];
-  __syncthreads();
-#pragma unroll
-  for (int i = 0; i < N; ++i) {
-    float r = scratch[i];
-    for (int w = 1; w < kWarps; ++w) r = op(r, scratch[w * N + i]);
-    v[i] = r;
-  }
-}
-
-// rope<T>: float_cast.cuh.
-
-// The shared-memory layout (floats).
-struct Smem {
-  float *q_plain, *k_plain, *v_row, *q_rot, *k_rot, *phi_q, *phi_k, *red, *part, *probs;
-};
-
-template <typename T> __host__ __device__ int part_floats() {
-  return 2 * kThreads * Vec<T>::n > kThreads * 4 ? 2 * kThreads * Vec<T>::n : kThreads * 4;
-}
-
-template <typename T>
-__host__ __device__ int smem_floats(int D, int Dk, int window, int sinks) {
-  return 5 * D + 2 * Dk + kWarps * kMaxReduce + part_floats<T>() + window + sinks;
-}
-
-template <typename T>
-__device__ Smem carve(float* base, const StudentDecodeStepParams& p) {
-  Smem s;
-  s.q_plain = base;
-  s.k_plain = s.q_plain + p.D;
-  s.v_row = s.k_plain + p.D;
-  s.q_rot = s.v_row + p.D;
-  s.k_rot = s.q_rot + p.D;
-  s.phi_q = s.k_rot + p.D;
-  s.phi_k = s.phi_q + p.Dk;
-  s.red = s.phi_k + p.Dk;
-  s.part = s.red + kWarps * kMaxReduce;
-  s.probs = s.part + part_floats<T>();
-  return s;
-}
-
-// Phase 2: phi = softmax(z) (or [softmax(z), softmax(-z)]) for q and k, z = x W[h]
-// as a model-dtype matmul (fp32 sums, output rounded). Leaves phi_q, phi_k in smem.
-template <typename T>
-__device__ void feature_maps(const StudentDecodeStepParams& p, const Smem& s, int h) {
-  const int tid = threadIdx.x, D = p.D, Df = p.Df;
-  const T* wq = static_cast<const T*>(p.feature_q) + (long long)h * D * Df;
-  const T* wk = static_cast<const T*>(p.feature_k) + (long long)h * D * Df;
-  for (int item = tid; item < 2 * Df; item += kThreads) {
-    const bool is_k = item >= Df;
-    const int f = is_k ? item - Df : item;
-    const float* x = is_k ? s.k_rot : s.q_rot;
-    const T* w = (is_k ? wk : wq) + f;
-    float z = 0.f;
-#pragma unroll 16
-    for (int d = 0; d < D; ++d) z = fmaf(x[d], ld(w + (long long)d * Df), z);
-    (is_k ? s.phi_k : s.phi_q)[f] = rnd<T>(z);
-  }
-  __syncthreads();
-  const bool has = tid < Df;
-  const float zq = has ? s.phi_q[tid] : 0.f, zk = has ? s.phi_k[tid] : 0.f;
-  float mx[4] = {has ? zq : -INFINITY, has ? zk : -INFINITY, has ? -zq : -INFINITY, has ? -zk : -INFINITY};
-  block_reduce(mx, s.red, Max());
-  float ex[4] = {has ? expf(zq - mx[0]) : 0.f, has ? expf(zk - mx[1]) : 0.f, has ? expf(-zq - mx[2]) : 0.f,
-                 has ? expf(-zk - mx[3]) : 0.f};
-  float sum[4] = {ex[0], ex[1], ex[2], ex[3]};
-  block_reduce(sum, s.red, Sum());
-  if (has) {
-    s.phi_q[tid] = rnd<T>(ex[0] / sum[0]);
-    s.phi_k[tid] = rnd<T>(ex[1] / sum[1]);
-    if (p.pm_features) {
-      s.phi_q[Df + tid] = rnd<T>(ex[2] / sum[2]);
-      s.phi_k[Df + tid] = rnd<T>(ex[3] / sum[3]);
-    }
-  }
-  __syncthreads();
-}
-
-// Phase 3: the mLSTM update in place and the normalised readout; returns this
-// thread's output column (tid < D), rounded to the model dtype.
-template <typename T>
-__device__ float mlstm_update(const StudentDecodeStepParams& p, const Smem& s, int bh, float a, float e, float m_new) {
-  constexpr int kRowsInFlight = 8;
-  const int tid = threadIdx.x, D = p.D, Dk = p.Dk;
-  float* C = p.C + (long long)bh * Dk * D;
-  float* n = p.n + (long long)bh * Dk;
-  const int cols = D / 4;               // float4 columns of a row
-  const int rows_par = kThreads / cols;  // rows updated side by side
-  const int col = tid % cols, row0 = tid / cols;
-  const float4 v4 = make_float4(s.v_row[4 * col], s.v_row[4 * col + 1], s.v_row[4 * col + 2], s.v_row[4 * col + 3]);
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  for (int i0 = row0; i0 < Dk; i0 += kRowsInFlight * rows_par) {
-    float4 c[kRowsInFlight];
-#pragma unroll
-    for (int u = 0; u < kRowsInFlight; ++u) {
-      const int i = i0 + u * rows_par;
-      if (i < Dk) c[u] = *reinterpret_cast<const float4*>(C + (long long)i * D + 4 * col);
-    }
-#pragma unroll
-    for (int u = 0; u < kRowsInFlight; ++u) {
-      const int i = i0 + u * rows_par;
-      if (i >= Dk) break;
-      const float ek = __fmul_rn(e, s.phi_k[i]), qs = __fmul_rn(s.phi_q[i], p.inv_sqrt_dk);
-      float4 x = c[u];
-      x.x = __fadd_rn(__fmul_rn(x.x, a), __fmul_rn(ek, v4.x));
-      x.y = __fadd_rn(__fmul_rn(x.y, a), __fmul_rn(ek, v4.y));
-      x.z = __fadd_rn(__fmul_rn(x.z, a), __fmul_rn(ek, v4.z));
-      x.w = __fadd_rn(__fmul_rn(x.w, a), __fmul_rn(ek, v4.w));
-      *reinterpret_cast<float4*>(C + (long long)i * D + 4 * col) = x;
-      acc.x = fmaf(qs, x.x, acc.x);
-      acc.y = fmaf(qs, x.y, acc.y);
-      acc.z = fmaf(qs, x.z, acc.z);
-      acc.w = fmaf(qs, x.w, acc.w);
-    }
-  }
-  float* part = s.part + row0 * D + 4 * col;
-  part[0] = acc.x;
-  part[1] = acc.y;
-  part[2] = acc.z;
-  part[3] = acc.w;
-  float qn[1] = {0.f};
-  for (int i = tid; i < Dk; i += kThreads) {
-    const float nn = __fadd_rn(__fmul_rn(n[i], a), __fmul_rn(e, s.phi_k[i]));
-    n[i] = nn;
-    qn[0] = fmaf(__fmul_rn(s.phi_q[i], p.inv_sqrt_dk), nn, qn[0]);
-  }
-  block_reduce(qn, s.red, Sum());  // its barrier also publishes `part`
-  if (tid >= D) return 0.f;
-  float num = 0.f;
-  for (int r = 0; r < rows_par; ++r) num += s.part[r * D + tid];
-  const float den = fmaxf(fabsf(qn[0]), expf(-m_new)) + p.eps;
-  return rnd<T>(num / den);
-}
-
-// Phase 4: writes the token's k, v into the ring (and sink) slot, then attends over
-// the visible ring slots and sinks. Returns this thread's output column (tid < D).
-template <typename T>
-__device__ float window_attention(const StudentDecodeStepParams& p, const Smem& s, int bhk, long long t) {
-  constexpr int E = Vec<T>::n;
-  constexpr int kInFlight = 4;  // key/value rows loaded before they are used
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, D = p.D;
-  const int W = p.window, S = p.sinks, NK = S + W;
-  const int cur = static_cast<int>(t % W), sink_slot = static_cast<int>(t < S ? t : S);
-  T* ring_k = static_cast<T*>(p.ring_k) + (long long)bhk * W * D;
-  T* ring_v = static_cast<T*>(p.ring_v) + (long long)bhk * W * D;
-  T* sink_k = static_cast<T*>(p.sink_k) + (long long)bhk * (S + 1) * D;
-  T* sink_v = static_cast<T*>(p.sink_v) + (long long)bhk * (S + 1) * D;
-  if (tid < D) {
-    st(ring_k + (long long)cur * D + tid, s.k_rot[tid]);
-    st(ring_v + (long long)cur * D + tid, s.v_row[tid]);
-    st(sink_k + (long long)sink_slot * D + tid, s.k_rot[tid]);
-    st(sink_v + (long long)sink_slot * D + tid, s.v_row[tid]);
-  }
-  __syncthreads();  // the block's global writes are visible to the block after it
-  // Key kk < S is sink kk (counted once it left the window), else ring slot kk - S
-  // (written once it is <= t or the ring has wrapped). The scratch sink slot S and
-  // the sink slot of a short row (t - t < W) are never visible.
-  auto visible = [&](int kk) { return kk < NK && (kk < S ? t - kk >= W : (t >= W || kk - S <= t)); };
-  auto row = [&](T* sinks, T* ring, int kk) { return (kk < S ? sinks + (long long)kk * D : ring + (long long)(kk - S) * D); };
-  const int lanes_per_key = D / E, keys_per_warp = 32 / lanes_per_key;
-  const int sub = lane / lanes_per_key, d0 = (lane % lanes_per_key) * E;
-  float qr[E];
-  load_vec_smem(s.q_rot + d0, qr);
-  const int key_stride = kWarps * keys_per_warp;
-  for (int base = warp * keys_per_warp + sub; base - sub < NK; base += kInFlight * key_stride) {
-    float kr[kInFlight][E];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int kk = base + u * key_stride;
-      if (visible(kk)) load_vec(row(sink_k, ring_k, kk) + d0, kr[u]);
-      else
-#pragma unroll
-        for (int i = 0; i < E; ++i) kr[u][i] = 0.f;
-    }
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int kk = base + u * key_stride;
-      float dot = 0.f;
-#pragma unroll
-      for (int i = 0; i < E; ++i) dot = fmaf(qr[i], kr[u][i], dot);
-      for (int off = lanes_per_key / 2; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-      if (lane % lanes_per_key == 0 && kk < NK) s.probs[kk] = visible(kk) ? rnd<T>(dot) * p.scale : -INFINITY;
-    }
-  }
-  __syncthreads();
-  float mx[1] = {-INFINITY};
-  for (int kk = tid; kk < NK; kk += kThreads) mx[0] = fmaxf(mx[0], s.probs[kk]);
-  block_reduce(mx, s.red, Max());
-  float sum[1] = {0.f};
-  for (int kk = tid; kk < NK; kk += kThreads) {
-    const float x = expf(s.probs[kk] - mx[0]);
-    s.probs[kk] = x;
-    sum[0] += x;
-  }
-  block_reduce(sum, s.red, Sum());
-  for (int kk = tid; kk < NK; kk += kThreads) s.probs[kk] = rnd<T>(s.probs[kk] / sum[0]);
-  __syncthreads();
-  // Probabilities times values: groups of lanes_per_key threads take one value row
-  // at a time; sinks and ring are summed apart (two matmuls in the ATen step).
-  // Rows of probability 0 (masked, or underflowed) add 0 * v and are not read.
-  const int groups = kThreads / lanes_per_key, group = tid / lanes_per_key;
-  float acc_s[E], acc_r[E];
-#pragma unroll
-  for (int i = 0; i < E; ++i) acc_s[i] = acc_r[i] = 0.f;
-  for (int kk0 = group; kk0 < NK; kk0 += kInFlight * groups) {
-    float vr[kInFlight][E], pk[kInFlight];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int kk = kk0 + u * groups;
-      pk[u] = kk < NK ? s.probs[kk] : 0.f;
-      if (pk[u] != 0.f) load_vec(row(sink_v, ring_v, kk) + d0, vr[u]);
-      else
-#pragma unroll
-        for (int i = 0; i < E; ++i) vr[u][i] = 0.f;
-    }
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      if (kk0 + u * groups < S) {
-#pragma unroll
-        for (int i = 0; i < E; ++i) acc_s[i] = fmaf(pk[u], vr[u][i], acc_s[i]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < E; ++i) acc_r[i] = fmaf(pk[u], vr[u][i], acc_r[i]);
-      }
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < E; ++i) {
-    s.part[group * D + d0 + i] = acc_s[i];
-    s.part[(groups + group) * D + d0 + i] = acc_r[i];
-  }
-  __syncthreads();
-  if (tid >= D) return 0.f;
-  float from_sinks = 0.f, from_ring = 0.f;
-  for (int g = 0; g < groups; ++g) {
-    from_sinks += s.part[g * D + tid];
-    from_ring += s.part[(groups + g) * D + tid];
-  }
-  return rnd<T>(__fadd_rn(rnd<T>(from_sinks), rnd<T>(from_ring)));
-}
-
+// Phases 1-5 in series.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) student_decode_step_kernel(StudentDecodeStepParams p) {
   extern __shared__ float smem_base[];
-  const Smem s = carve<T>(smem_base, p);
+  const Smem s = carve_one_block<T>(smem_base, p);
   const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hk);
   const int tid = threadIdx.x, D = p.D;
   const long long t = p.positions[b];
 
-  // Phase 1: plain q, k, v; RoPE; the gates' dot products.
-  if (tid < D) {
-    s.q_plain[tid] = ld(static_cast<const T*>(p.q) + b * p.q_sb + (long long)h * D + tid);
-    s.k_plain[tid] = ld(static_cast<const T*>(p.k) + b * p.k_sb + (long long)hk * D + tid);
-    s.v_row[tid] = ld(static_cast<const T*>(p.v) + b * p.v_sb + (long long)hk * D + tid);
-  }
-  __syncthreads();
-  if (tid < D) {
-    const int half = D / 2;
-    const float rq = tid < half ? -s.q_plain[tid + half] : s.q_plain[tid - half];
-    const float rk = tid < half ? -s.k_plain[tid + half] : s.k_plain[tid - half];
-    const float c = p.cos[(long long)b * D + tid], sn = p.sin[(long long)b * D + tid];
-    s.q_rot[tid] = rope<T>(s.q_plain[tid], rq, c, sn, p.rope_in_fp32);
-    s.k_rot[tid] = rope<T>(s.k_plain[tid], rk, c, sn, p.rope_in_fp32);
-  }
-  // [input gate, forget gate, output gate] pre-activations.
-  float g[3] = {0.f, 0.f, 0.f};
-  const T* x = static_cast<const T*>(p.x) + b * p.x_sb;
-  const float* wi = p.gate_w + (long long)h * p.hidden;
-  const float* wf = p.gate_w + (long long)(p.H + h) * p.hidden;
-#pragma unroll 4
-  for (int c = tid; c < p.hidden; c += kThreads) {
-    const float xc = ld(x + c);
-    g[0] = fmaf(xc, wi[c], g[0]);
-    g[1] = fmaf(xc, wf[c], g[1]);
-  }
-  const T* u = static_cast<const T*>(p.ogate_u) + (long long)h * 3 * D;
-  for (int j = tid; j < 3 * D; j += kThreads) {
-    const float in = j < D ? s.q_plain[j] : j < 2 * D ? s.k_plain[j - D] : s.v_row[j - 2 * D];
-    g[2] = fmaf(ld(u + j), in, g[2]);
-  }
-  block_reduce(g, s.red, Sum());  // also publishes q_rot, k_rot
-  float zi = g[0] + p.gate_b[h], zf = g[1] + p.gate_b[p.H + h];
-  if (p.gate_softcap > 0.f) {
-    // ATen divides by a scalar as a multiply by its float reciprocal.
-    const float inv_cap = 1.f / p.gate_softcap;
-    zi = __fmul_rn(tanhf(__fmul_rn(zi, inv_cap)), p.gate_softcap);
-    zf = __fmul_rn(tanhf(__fmul_rn(zf, inv_cap)), p.gate_softcap);
-  }
-  const float lf = fminf(zf, 0.f) - log1pf(expf(-fabsf(zf)));  // log sigmoid, as ATen
-  const float m_prev = p.m[bh];
-  const float m_new = fmaxf(lf + m_prev, zi);
-  const float a = expf(lf + m_prev - m_new), e = expf(zi - m_new);
-  const float o = 1.f / (1.f + expf(-(rnd<T>(g[2]) + p.ogate_b[h])));
-
-  feature_maps<T>(p, s, h);                                   // phase 2
-  const float global = mlstm_update<T>(p, s, bh, a, e, m_new);  // phase 3
-  if (tid == 0) p.m[bh] = m_new;                              // every thread read m_prev before phase 2's barriers
+  load_and_rotate<T>(p, s, b, h, hk);  // phase 1
+  const Gates g = mlstm_gates<T>(p, s, b, h, bh);
+  feature_maps<T>(p, s, h);                                           // phase 2
+  const float global = mlstm_update<T>(p, s, bh, g.a, g.e, g.m_new);  // phase 3
+  if (tid == 0) p.m[bh] = g.m_new;  // every thread read m_prev before phase 2's barriers
   const float local = window_attention<T>(p, s, b * p.Hk + hk, t);  // phase 4
-  if (tid < D) {                                              // phase 5
-    const float mixed = __fadd_rn(__fmul_rn(o, global), __fmul_rn(1.f - o, local));
+  if (tid < D) {                                                    // phase 5
+    const float mixed = __fadd_rn(__fmul_rn(g.o, global), __fmul_rn(1.f - g.o, local));
+    st(static_cast<T*>(p.out) + b * p.out_sb + (long long)h * D + tid, mixed);
+  }
+}
+
+// A block's role is the low bit of its index: the two blocks of a (row, head) are
+// neighbours in the launch, so they are resident at the same time.
+enum Role : int { kMlstmRole = 0, kWindowRole = 1 };
+// Blocks per multiprocessor the register budget is set for: 4 x 132 SMs hold the
+// 2 B H = 512 blocks of B = 8, H = 32 in one wave (2 per SM would take two).
+constexpr int kMinBlocks = 4;
+
+// Each block writes its result row (global or local, already rounded; the mLSTM role
+// also o) to float32 scratch, fences, and takes a ticket from the pair's counter; the
+// block that draws ticket 1 reads the other row from L2, mixes, writes out and resets
+// the counter to 0 for the next launch (the step is replayed from a CUDA graph).
+// Nothing waits on the other block, so any schedule completes.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) student_decode_step_two_role_kernel(StudentDecodeStepParams p) {
+  extern __shared__ float smem_base[];
+  const int role = blockIdx.x & 1, bh = blockIdx.x >> 1;
+  const int b = bh / p.H, h = bh % p.H, hk = h / (p.H / p.Hk);
+  const int tid = threadIdx.x, D = p.D;
+  const Smem s = carve_role<T>(smem_base, p, role == kMlstmRole);
+
+  load_and_rotate<T>(p, s, b, h, hk);  // phase 1 (both roles: 2 D products, cheaper than a wait)
+  float o = 0.f, mine;
+  if (role == kMlstmRole) {
+    const Gates g = mlstm_gates<T>(p, s, b, h, bh);
+    feature_maps<T>(p, s, h);                            // phase 2
+    mine = mlstm_update<T>(p, s, bh, g.a, g.e, g.m_new);  // phase 3
+    if (tid == 0) p.m[bh] = g.m_new;
+    o = g.o;
+  } else {
+    __syncthreads();  // publishes q_rot, k_rot
+    mine = window_attention<T>(p, s, b * p.Hk + hk, p.positions[b]);  // phase 4
+  }
+
+  // Phase 5 in the second block of the pair to get here. The fence orders this
+  // block's scratch writes before its ticket; the fence after the ticket orders the
+  // other block's writes (seen through its ticket) before the reads below, which go
+  // to L2 (__ldcg) since this SM's L1 is not coherent with the other block's stores.
+  const long long BH = (long long)p.B * p.H;
+  float* rows = p.scratch;                 // [2, B H, D]: global rows, then local rows
+  float* gate_o = p.scratch + 2 * BH * D;  // [B H]
+  if (tid < D) rows[(role * BH + bh) * D + tid] = mine;
+  if (role == kMlstmRole && tid == 0) gate_o[bh] = o;
+  __threadfence();
+  __syncthreads();
+  bool last = false;
+  if (tid == 0) {
+    last = atomicAdd(p.counters + bh, 1u) == 1u;
+    __threadfence();
+  }
+  if (!__syncthreads_or(last)) return;
+  if (tid == 0) p.counters[bh] = 0;  // both blocks have taken their tickets
+  if (tid < D) {
+    const float global = role == kMlstmRole ? mine : __ldcg(rows + bh * D + tid);
+    const float local = role == kWindowRole ? mine : __ldcg(rows + (BH + bh) * D + tid);
+    const float og = role == kMlstmRole ? o : __ldcg(gate_o + bh);
+    const float mixed = __fadd_rn(__fmul_rn(og, global), __fmul_rn(1.f - og, local));
     st(static_cast<T*>(p.out) + b * p.out_sb + (long long)h * D + tid, mixed);
   }
 }
 
 template <typename T>
+int shared_floats(const StudentDecodeStepParams& p) {
+  return p.split_roles ? two_block_floats<T>(p.D, p.Dk, p.window, p.sinks)
+                       : one_block_floats<T>(p.D, p.Dk, p.window, p.sinks);
+}
+
+template <typename T>
 void launch(const StudentDecodeStepParams& p, cudaStream_t stream) {
-  const size_t bytes = student_decode_step_shared_bytes(p);
-  student_decode_step_kernel<T><<<p.B * p.H, kThreads, bytes, stream>>>(p);
+  const size_t bytes = static_cast<size_t>(shared_floats<T>(p)) * sizeof(float);
+  if (p.split_roles)
+    student_decode_step_two_role_kernel<T><<<2 * p.B * p.H, kThreads, bytes, stream>>>(p);
+  else
+    student_decode_step_kernel<T><<<p.B * p.H, kThreads, bytes, stream>>>(p);
 }
 
 }  // namespace
@@ -388,9 +128,9 @@ void launch(const StudentDecodeStepParams& p, cudaStream_t stream) {
 int student_decode_step_shared_bytes(const StudentDecodeStepParams& p) {
   int floats = 0;
   switch (p.dtype) {
-    case DecodeDtype::f32: floats = smem_floats<float>(p.D, p.Dk, p.window, p.sinks); break;
-    case DecodeDtype::bf16: floats = smem_floats<__nv_bfloat16>(p.D, p.Dk, p.window, p.sinks); break;
-    case DecodeDtype::f16: floats = smem_floats<__half>(p.D, p.Dk, p.window, p.sinks); break;
+    case DecodeDtype::f32: floats = shared_floats<float>(p); break;
+    case DecodeDtype::bf16: floats = shared_floats<__nv_bfloat16>(p); break;
+    case DecodeDtype::f16: floats = shared_floats<__half>(p); break;
   }
   return floats * static_cast<int>(sizeof(float));
 }

@@ -13,6 +13,10 @@
 //            ring per key/value head; the H/Hk blocks of a group write the same token
 //            to it (the same bytes) before reading it
 //   out:    [B, .., H*D] row b at out + b*out_sb
+//   split_roles: two blocks per (row, head) (the mLSTM half and the window half), which
+//            hand over through scratch [2*B*H*D + B*H] float32 (contents need not
+//            survive between launches) and counters [B*H] (zero before the first
+//            launch; every launch leaves them zero). Unused with one block.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -53,6 +57,11 @@ struct StudentDecodeStepParams {
   float inv_sqrt_dk;  // 1 / sqrt(Dk) (the query scale of the readout)
   float scale;        // 1 / sqrt(D) (window attention)
   float eps;          // the readout's epsilon
+  // Last, so the fields the one-block kernel reads keep their offsets (moving them
+  // changed that kernel's register allocation).
+  bool split_roles;
+  float* scratch;          // split_roles: student_decode_step_scratch_floats(B, H, D)
+  unsigned int* counters;  // split_roles: [B*H]
 };
 
 // Limits of the kernel (the caller falls back to ATen outside them).
@@ -60,6 +69,11 @@ constexpr int kDecodeMaxHeadDim = 128;     // D: a multiple of 32, at most this
 constexpr int kDecodeMaxFeatureDim = 256;  // Df and Dk
 constexpr int kDecodeMaxSharedBytes = 48 * 1024;
 
+// Floats of the two-role kernel's scratch: one global and one local row per (row,
+// head), and o.
+inline long long student_decode_step_scratch_floats(int B, int H, int D) {
+  return static_cast<long long>(B) * H * (2LL * D + 1);
+}
 // Dynamic shared memory the launch needs (the caller checks it against the limit).
 int student_decode_step_shared_bytes(const StudentDecodeStepParams& p);
 void student_decode_step(const StudentDecodeStepParams& p, cudaStream_t stream);

@@ -90,6 +90,7 @@ DecodeState::DecodeState(std::shared_ptr<models::Decoder> model, int64_t batch, 
         f.gate_softcap = s.gate_softcap;
         f.eps = ops::kMlstmEps;
         b.mixer_fused = fused_mixer_step_supported(f, b.ring_k);
+        if (b.mixer_fused) prepare_fused_mixer_step(f, batch);
         fused_mixers_ += b.mixer_fused ? 1 : 0;
       }
     } else {

@@ -3,12 +3,14 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "xdistill/util/error.h"
 
 #ifdef XDISTILL_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 
 #include "ops/kernel_args.h"
 #include "student_decode_step_params.h"
@@ -98,6 +100,17 @@ bool fused_mixer_step_supported(const FusedMixerLayer& l, const at::Tensor& like
   return xk::student_decode_step_shared_bytes(p) <= xk::kDecodeMaxSharedBytes;
 }
 
+void prepare_fused_mixer_step(FusedMixerLayer& l, int64_t batch) {
+  const char* kernel = std::getenv("XD_DECODE_STEP");
+  l.two_role = kernel != nullptr && std::string(kernel) == "two_role";
+  if (!l.two_role) return;
+  const auto on = l.C.options();
+  l.step_scratch = at::empty({xk::student_decode_step_scratch_floats(static_cast<int>(batch), static_cast<int>(l.heads),
+                                                                    static_cast<int>(l.head_dim))},
+                             on.dtype(at::kFloat));
+  l.step_counters = at::zeros({batch * l.heads}, on.dtype(at::kInt));  // every launch leaves them zero
+}
+
 at::Tensor fused_mixer_step(FusedMixerLayer& l, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                             const at::Tensor& positions) {
@@ -111,6 +124,7 @@ at::Tensor fused_mixer_step(FusedMixerLayer& l, const at::Tensor& q, const at::T
            "decode step: positions must be [B] int64");
   for (const at::Tensor* t : {&q, &k, &v, &x})
     XD_CHECK(t->scalar_type() == l.ring_k.scalar_type(), "decode step: mixed dtypes in the fused mixer step");
+  const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::empty({B, 1, H * D}, q.options());
   xk::StudentDecodeStepParams p = mixer_params(l, B);
   p.q = q.data_ptr();
@@ -126,6 +140,14 @@ at::Tensor fused_mixer_step(FusedMixerLayer& l, const at::Tensor& q, const at::T
   p.cos = cos.data_ptr<float>();
   p.sin = sin.data_ptr<float>();
   p.positions = positions.data_ptr<int64_t>();
+  if (l.two_role) {
+    XD_CHECK(l.step_counters.numel() == B * H && l.step_scratch.device() == q.device(),
+             "decode step: the two-role kernel's buffers were made for ", l.step_counters.numel() / H,
+             " rows on ", l.step_scratch.device(), ", not ", B, " on ", q.device());
+    p.split_roles = true;
+    p.scratch = l.step_scratch.data_ptr<float>();
+    p.counters = reinterpret_cast<unsigned int*>(l.step_counters.data_ptr<int32_t>());
+  }
   xk::student_decode_step(p, at::cuda::getCurrentCUDAStream());
   check_launch("student_decode_step");
   return out;
@@ -134,6 +156,7 @@ at::Tensor fused_mixer_step(FusedMixerLayer& l, const at::Tensor& q, const at::T
 #else  // no CUDA kernels in this build
 
 bool fused_mixer_step_supported(const FusedMixerLayer&, const at::Tensor&) { return false; }
+void prepare_fused_mixer_step(FusedMixerLayer&, int64_t) {}
 at::Tensor fused_mixer_step(FusedMixerLayer&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&) {
   throw Error("decode step: the fused mixer step needs a CUDA build");

@@ -19,11 +19,19 @@ struct FusedMixerLayer {
   int64_t window = 0, sinks = 0;
   bool pm_features = false, rope_in_fp32 = false;
   double gate_softcap = 0, eps = 0;
+  // The two-role kernel (two blocks per row and head, XD_DECODE_STEP=two_role; opt-in
+  // until a GPU run shows it gives the one-block kernel's bits) and its hand-over
+  // buffers, made once for the batch by prepare_fused_mixer_step.
+  bool two_role = false;
+  at::Tensor step_scratch, step_counters;
 };
 
 // Whether the fused mixer step covers this layer on `like`'s device and dtype
 // (CUDA build, CUDA tensor, f32/bf16/f16, head and feature dims, shared memory).
 bool fused_mixer_step_supported(const FusedMixerLayer& layer, const at::Tensor& like);
+// Picks the kernel for a supported layer and makes what it needs for `batch` rows,
+// before any step (and so before a CUDA graph captures one).
+void prepare_fused_mixer_step(FusedMixerLayer& layer, int64_t batch);
 // q [B,1,H*D], k, v [B,1,Hk*D] (plain projections; rows may be strided views of one
 // fused projection), x [B,1,hidden], cos/sin [B,D] float32, positions [B] int64.
 // Updates the layer's state in place and returns the mixed output [B,1,H*D].

@@ -210,6 +210,40 @@ TEST(InferenceGpu, FusedDecodeStepEqualsTheAtenStep) {
   }
 }
 
+// The two-role decode kernel (XD_DECODE_STEP=two_role: the mLSTM half and the window
+// half of each row and head in separate blocks) runs the one-block kernel's phase
+// code, so its steps give the same bits, eager and replayed from a CUDA graph, over
+// rows that leave the window, fill the sinks and wrap the ring: float32, bf16 and
+// fp16, head dims 32, 64 and 128, both feature maps.
+TEST(InferenceGpu, TwoRoleDecodeStepEqualsOneBlockStep) {
+  REQUIRE_CUDA();
+  const nlohmann::json qwen3 = {{"model_type", "qwen3"}, {"head_dim", 64}};
+  for (int variant = 0; variant < 5; ++variant) {
+    const auto dtype = variant == 0 ? at::kFloat : variant == 4 ? at::kHalf : at::kBFloat16;
+    const auto pair = variant == 2   ? make_pair(at::kCUDA, dtype, 128, 2, qwen3, "hedgehog_pm")
+                      : variant == 3 ? make_pair(at::kCUDA, dtype, 512)  // head dim 128
+                                     : make_pair(at::kCUDA, dtype);
+    const auto model = std::static_pointer_cast<models::Decoder>(pair.student);
+    std::vector<std::vector<int64_t>> prompts;
+    for (int64_t n : {3, 15, 40, 100}) prompts.push_back(vec(ids_of(n, 30 + n)));
+    for (bool graph : {false, true}) {
+      infer::InferenceEngine one_block(model, 4, 160, {32, graph, true});
+      setenv("XD_DECODE_STEP", "two_role", 1);  // read when the engine makes its state
+      infer::InferenceEngine two_role(model, 4, 160, {32, graph, true});
+      unsetenv("XD_DECODE_STEP");
+      ASSERT_TRUE(one_block.uses_fused_step() && two_role.uses_fused_step());
+      auto next = one_block.prefill(prompts).argmax(-1);
+      two_role.prefill(prompts);
+      for (int i = 0; i < 40; ++i) {
+        const auto a = one_block.step(next).clone(), b = two_role.step(next).clone();
+        ASSERT_TRUE(torch::equal(a, b)) << "variant " << variant << (graph ? " graph" : " eager") << ", step " << i
+                                        << ": relative difference " << relative_error(b, a);
+        next = a.argmax(-1);
+      }
+    }
+  }
+}
+
 // A prompt continued chunk by chunk from the window cache (flash attention over ring +
 // chunk, the cached sinks merged with ATen operations, or by the sink kernel with
 // XD_CACHED_SINKS=kernel) against the dense float32 reference over the whole

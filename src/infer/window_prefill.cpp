@@ -148,7 +148,9 @@ at::Tensor window_attention_continue(const at::Tensor& q, const at::Tensor& k, c
            cache.ring_k.size(3), "] with H a multiple of the cache's ", Hk, " key/value heads, and k, v ", k.sizes(),
            " [", cache.ring_k.size(0), ",", Hk, ",T,", cache.ring_k.size(3), "]");
   at::NoGradGuard no_grad;
-  const at::Tensor out = flash_attention_supported(q) && q.scalar_type() == cache.ring_k.scalar_type()
+  const auto dtype = cache.ring_k.scalar_type();
+  const at::Tensor out = flash_attention_supported(q) && q.scalar_type() == dtype && k.scalar_type() == dtype &&
+                                 v.scalar_type() == dtype
                              ? continue_flash(q, k, v, cache)
                              : continue_masked(q, k, v, cache);
   cache.append(k, v);

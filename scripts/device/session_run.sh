@@ -8,7 +8,8 @@
 #                  ATen step for the student; INFER_QUICK=1 skips the ATen step; the
 #                  two-role decode kernel at 4K) and prefill B=1 at 64K, teacher and student
 #   train          tools/bench_train.sh (Stage I 8B B=2, Stage II 3B B=1), 4 steps
-#   kernels        tools/bench_kernels.py (mLSTM, window + sinks, SDPA, FlexAttention)
+#   kernels        tools/bench_kernels.py (mLSTM, window + sinks, SDPA, FlexAttention, and
+#                  the Triton limit_chunk mLSTM when .whl is carried)
 #   profile        where the GPU time goes, kernel by kernel: a student and teacher
 #                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
@@ -99,8 +100,15 @@ for part in "$@"; do
       row train done $(( $(date +%s) - start )) "$(grep -c tok/s "$OUT/train.log") stages"
       ;;
     kernels)
-      ninja -C build-device xd_bench_kernels > /dev/null 2>&1
-      python3 tools/bench_kernels.py --bin build-device/tests/ops/xd_bench_kernels 2>&1 | tee "$OUT/bench_kernels.md" | tail -20
+      # The anchors' Triton mLSTM (mlstm_kernels) where its wheel is carried (.whl:
+      # scripts/device/fetch_wheels.sh); the benchmark skips it otherwise.
+      if compgen -G ".whl/*.whl" > /dev/null; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+          .whl/*.whl && export PYTHONPATH=/tmp/site
+      fi
+      KBIN=build-device/tests/ops/xd_bench_kernels
+      if [[ -n "$TESTS_DIR" ]]; then KBIN="$TESTS_DIR/xd_bench_kernels"; else ninja -C build-device xd_bench_kernels > /dev/null 2>&1; fi
+      python3 tools/bench_kernels.py --bin "$KBIN" 2>&1 | tee "$OUT/bench_kernels.md" | tail -24
       row kernels done $(( $(date +%s) - start )) ""
       ;;
     profile)

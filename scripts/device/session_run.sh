@@ -7,7 +7,8 @@
 #   infer          bench inference at Llama-3.1-8B shapes: decode B=8 at 32K (fused and
 #                  ATen step for the student; INFER_QUICK=1 skips the ATen step; the
 #                  two-role decode kernel at 4K) and prefill B=1 at 64K, teacher and student
-#   train          tools/bench_train.sh (Stage I 8B B=2, Stage II 3B B=1), 4 steps
+#   train          tools/bench_train.sh (Stage I 8B B=2, Stage II 3B B=1), 4 steps, then the
+#                  same steps in the Python stack (tools/python_stack_step.py) when .whl is carried
 #   kernels        tools/bench_kernels.py (mLSTM, window + sinks, SDPA, FlexAttention, and
 #                  the Triton limit_chunk mLSTM when .whl is carried)
 #   profile        where the GPU time goes, kernel by kernel: a student and teacher
@@ -50,6 +51,14 @@ else
 fi
 ((rc == 0)) || { printf '%s\n' "${ROWS[@]}"; exit 1; }
 export XDISTILL_PLAIN_PROGRESS=1 PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+
+# Wheels carried in .whl (scripts/device/fetch_wheels.sh) into /tmp/site; false without them.
+install_wheels() {
+  compgen -G ".whl/*.whl" > /dev/null || return 1
+  [[ -d /tmp/site ]] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || return 1
+  export PYTHONPATH=/tmp/site
+}
 
 BUDGET_S="${BUDGET_S:-540}"  # parts that would start after this many seconds are skipped
 for part in "$@"; do
@@ -97,15 +106,17 @@ for part in "$@"; do
       ;;
     train)
       tools/bench_train.sh $BIN 4 2>&1 | grep -v "^\[" | tee "$OUT/train.log" | grep "bench-train"
-      row train done $(( $(date +%s) - start )) "$(grep -c tok/s "$OUT/train.log") stages"
+      # The same steps in the Python stack of anchors.md, on this card, when mlstm_kernels is carried.
+      if install_wheels; then
+        python3 tools/python_stack_step.py --stage align --shape llama-8b --batch 2 --seq 4096 \
+          --json "$OUT/python_stack.jsonl" 2>&1 | tee -a "$OUT/train.log" | grep "python-stack"
+        python3 tools/python_stack_step.py --stage distill --shape llama-3b --batch 1 --seq 4096 \
+          --json "$OUT/python_stack.jsonl" 2>&1 | tee -a "$OUT/train.log" | grep "python-stack"
+      fi
+      row train done $(( $(date +%s) - start )) "$(grep -c tok/s "$OUT/train.log") steps timed"
       ;;
     kernels)
-      # The anchors' Triton mLSTM (mlstm_kernels) where its wheel is carried (.whl:
-      # scripts/device/fetch_wheels.sh); the benchmark skips it otherwise.
-      if compgen -G ".whl/*.whl" > /dev/null; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-          .whl/*.whl && export PYTHONPATH=/tmp/site
-      fi
+      install_wheels  # the anchors' Triton mLSTM, when carried; the benchmark skips it otherwise
       KBIN=build-device/tests/ops/xd_bench_kernels
       if [[ -n "$TESTS_DIR" ]]; then KBIN="$TESTS_DIR/xd_bench_kernels"; else ninja -C build-device xd_bench_kernels > /dev/null 2>&1; fi
       python3 tools/bench_kernels.py --bin "$KBIN" 2>&1 | tee "$OUT/bench_kernels.md" | tail -24

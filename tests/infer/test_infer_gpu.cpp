@@ -251,30 +251,42 @@ TEST(InferenceGpu, TwoRoleDecodeStepEqualsOneBlockStep) {
 TEST(InferenceGpu, WindowContinueMatchesTheDenseReference) {
   REQUIRE_CUDA();
   torch::manual_seed(21);
-  const int64_t B = 2, H = 8, Hk = 2, S = 700, window = 64, sinks = 4;
-  for (int64_t D : {int64_t{64}, int64_t{128}}) {
-    // [B,S,H,D] projections viewed as [B,H,S,D], as the student hands them over.
-    const auto o = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
-    const auto q = torch::randn({B, S, H, D}, o).transpose(1, 2), k = torch::randn({B, S, Hk, D}, o).transpose(1, 2),
-               v = torch::randn({B, S, Hk, D}, o).transpose(1, 2);
-    const auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat); };
-    const auto want = ops::reference::window_attention_dense(f32(q), f32(ops::repeat_kv(k, H)),
-                                                             f32(ops::repeat_kv(v, H)), window, sinks);
-    for (const char* merge : {"aten", "kernel"}) {
-      setenv("XD_CACHED_SINKS", merge, 1);
+  const int64_t B = 2, S = 700;
+  struct Heads { int64_t H, Hk, window, sinks; };
+  // Grouped heads; one key/value head per query head; more sinks than the window holds.
+  for (const Heads& c : {Heads{8, 2, 64, 4}, Heads{4, 4, 64, 4}, Heads{4, 2, 6, 8}}) {
+    for (int64_t D : {int64_t{64}, int64_t{128}}) {
+      // [B,S,H,D] projections viewed as [B,H,S,D], as the student hands them over.
+      const auto o = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+      const auto q = torch::randn({B, S, c.H, D}, o).transpose(1, 2),
+                 k = torch::randn({B, S, c.Hk, D}, o).transpose(1, 2), v = torch::randn({B, S, c.Hk, D}, o).transpose(1, 2);
+      const auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat); };
+      const auto want = ops::reference::window_attention_dense(f32(q), f32(ops::repeat_kv(k, c.H)),
+                                                               f32(ops::repeat_kv(v, c.H)), c.window, c.sinks);
       for (int64_t chunk : {int64_t{3}, int64_t{100}, int64_t{333}}) {
-        ops::WindowCache cache(B, Hk, D, window, sinks, o);
-        std::vector<at::Tensor> parts;
-        for (int64_t s = 0; s < S; s += chunk) {
-          const int64_t n = std::min(chunk, S - s);
-          parts.push_back(
-              infer::window_attention_continue(q.narrow(2, s, n), k.narrow(2, s, n), v.narrow(2, s, n), cache));
+        std::vector<at::Tensor> by_merge;
+        for (const char* merge : {"aten", "kernel"}) {
+          setenv("XD_CACHED_SINKS", merge, 1);
+          ops::WindowCache cache(B, c.Hk, D, c.window, c.sinks, o);
+          std::vector<at::Tensor> parts;
+          for (int64_t s = 0; s < S; s += chunk) {
+            const int64_t n = std::min(chunk, S - s);
+            parts.push_back(
+                infer::window_attention_continue(q.narrow(2, s, n), k.narrow(2, s, n), v.narrow(2, s, n), cache));
+          }
+          by_merge.push_back(torch::cat(parts, 2));
+          EXPECT_LT(relative_error(by_merge.back(), want), 1e-2)
+              << "H " << c.H << "/" << c.Hk << ", window " << c.window << ", sinks " << c.sinks << ", D " << D
+              << ", chunk " << chunk << ", sinks merged by " << merge;
         }
-        const double err = relative_error(torch::cat(parts, 2), want);
-        EXPECT_LT(err, 1e-2) << "D " << D << ", chunk " << chunk << ", sinks merged by " << merge;
+        unsetenv("XD_CACHED_SINKS");
+        // The two merges differ by the rounding of one bf16 output at most.
+        const auto gap = (f32(by_merge[1]) - f32(by_merge[0])).abs(), scale = f32(by_merge[0]).abs() + 1e-3;
+        EXPECT_LE((gap / scale).max().item<double>(), 1.6e-2)
+            << "kernel against ATen merge, H " << c.H << "/" << c.Hk << ", sinks " << c.sinks << ", D " << D
+            << ", chunk " << chunk;
       }
     }
-    unsetenv("XD_CACHED_SINKS");
   }
 }
 

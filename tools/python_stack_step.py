@@ -54,10 +54,14 @@ def mlstm_parallel(q, k, v, i, f, eps=1e-6):
     return (c / (n + eps)) @ v
 
 
-def window_mask(S, window, sinks, device):
-    qi = torch.arange(S, device=device)[:, None]
-    ki = torch.arange(S, device=device)[None, :]
+def visible(qi, ki, window, sinks):
+    """Whether query position qi sees key position ki: causal, within the window or a sink."""
     return (ki <= qi) & ((qi - ki < window) | (ki < sinks))
+
+
+def window_mask(S, window, sinks, device):
+    positions = torch.arange(S, device=device)
+    return visible(positions[:, None], positions[None, :], window, sinks)
 
 
 class Kernels:
@@ -70,7 +74,7 @@ class Kernels:
             from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
             self.mlstm_kernel = mlstm_chunkwise__limit_chunk
-            rule = lambda b, h, qi, ki: (ki <= qi) & ((qi - ki < window) | (ki < sinks))
+            rule = lambda b, h, qi, ki: visible(qi, ki, window, sinks)
             self.block_mask = create_block_mask(rule, B=None, H=None, Q_LEN=S, KV_LEN=S)
             self.flex = torch.compile(flex_attention)
         else:

@@ -28,6 +28,10 @@ ROWS=()
 BG_PIDS=()
 t0=$(date +%s)
 row() { ROWS+=("$(printf '%-12s %-8s %5ss  %s' "$1" "$2" "$3" "$4")"); }
+# "N ok, M failed" of a gtest log (each failed test counted once, from its timing line).
+gtest_counts() {
+  echo "$(grep -c '^\[       OK' "$1") ok, $(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$1") failed"
+}
 
 start=$(date +%s)
 TESTS_DIR=""  # where the GPU test binaries are when they run without ctest
@@ -81,7 +85,7 @@ for part in "$@"; do
           fi
         done
         grep -E "^\[  (PASSED|FAILED) |^\[  FAILED|Expected|Which is|rel" "$OUT/ctest_gpu.log" | head -40
-        row tests "rc=$rc" $(( $(date +%s) - start )) "$(grep -c '^\[       OK' "$OUT/ctest_gpu.log") ok, $(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$OUT/ctest_gpu.log") failed"
+        row tests "rc=$rc" $(( $(date +%s) - start )) "$(gtest_counts "$OUT/ctest_gpu.log")"
         continue
       fi
       ctest --test-dir build-device -L gpu --output-on-failure -j 2 --timeout 600 > "$OUT/ctest_gpu.log" 2>&1
@@ -147,7 +151,7 @@ for pid in "${BG_PIDS[@]}"; do wait "$pid"; done
 for f in "$OUT"/*_bg.log; do
   [[ -e "$f" ]] || continue
   grep -E "^\[  FAILED|Expected|Which is|max rel" "$f" | head -30
-  row "$(basename "$f" _bg.log)" background $(( $(date +%s) - t0 )) "$(grep -c '^\[       OK' "$f") ok, $(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$f") failed"
+  row "$(basename "$f" _bg.log)" background $(( $(date +%s) - t0 )) "$(gtest_counts "$f")"
 done
 echo; echo "===== session run ($(( $(date +%s) - t0 )) s) ====="; printf '%s\n' "${ROWS[@]}"
 # The device tool brings back a handful of files: every log in one archive.

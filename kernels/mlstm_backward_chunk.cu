@@ -18,7 +18,7 @@ constexpr int kLd = kMaxHeadDim + 1;
 constexpr int kLdS = kL + 1;
 constexpr int kHalf = 64;  // state columns per phase-3 pass
 constexpr size_t kScratch = kL * (kMaxHeadDim + 1);  // tensor-core results, 64 x 128
-constexpr size_t kSmem = sizeof(float) * (4 * kL * kLd + 2 * kL * kLdS + 2 * kMaxHeadDim + 6 * kL);
+constexpr size_t kSmem = sizeof(float) * (4 * kL * kLd + 2 * kL * kLdS + 2 * kMaxHeadDim + 8 * kL);
 static_assert(kMaxHeadDim * (kHalf + 1) <= 2 * kL * kLdS, "phase-3 state slice must fit in the score buffers");
 static_assert(kSmem + sizeof(float) * kScratch <= 227 * 1024, "backward chunk: shared memory over the 227 KB limit");
 
@@ -40,7 +40,9 @@ __global__ void __launch_bounds__(kThreads) backward_chunk_kernel(BackwardChunkP
   float* key_w = carry + kL;
   float* inv_den = key_w + kL;
   float* ddn = inv_den + kL;
-  float* scratch = ddn + kL;  // [64][129] when TC
+  float* row_lo = ddn + kL;      // residues of row_log, col_log (0 without them)
+  float* col_lo = row_lo + kL;
+  float* scratch = col_lo + kL;  // [64][129] when TC
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int chunk = blockIdx.x, bh = blockIdx.y, c0 = chunk * kL;
   const size_t pos = (size_t)bh * p.S_pad + c0;
@@ -56,6 +58,8 @@ __global__ void __launch_bounds__(kThreads) backward_chunk_kernel(BackwardChunkP
     key_w[tid] = p.key_w[pos + tid];
     inv_den[tid] = p.inv_den[pos + tid];
     ddn[tid] = p.ddn[pos + tid];
+    row_lo[tid] = p.row_log_lo ? p.row_log_lo[pos + tid] : 0.f;
+    col_lo[tid] = p.col_log_lo ? p.col_log_lo[pos + tid] : 0.f;
   }
   if (tid < kMaxHeadDim) {
     const size_t sv = ((size_t)bh * p.NC + chunk) * p.Dk + tid;
@@ -81,7 +85,7 @@ __global__ void __launch_bounds__(kThreads) backward_chunk_kernel(BackwardChunkP
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int t = ty + 16 * r, j = tx + 16 * c;
-        const float d = j <= t ? expf(row_log[t] + col_log[j]) : 0.f;
+        const float d = j <= t ? chunk_weight(row_log[t], row_lo[t], col_log[j], col_lo[j]) : 0.f;
         as[t * kLdS + j] = d * (dp[r][c] + ddn[t]);
         bs[t * kLdS + j] = d * s[r][c];
       }

@@ -49,6 +49,13 @@ __device__ __forceinline__ void block_mm(float (&acc)[RM][CN], const float* A, i
   }
 }
 
+// The intra-chunk weight exp(row_log_t + col_log_j), each log split into float32
+// hi + lo (GateTablesParams::row_log_lo): the hi parts are tens and cancel exactly
+// where the weight is large, so they are added first and the residues after.
+__device__ __forceinline__ float chunk_weight(float row_hi, float row_lo, float col_hi, float col_lo) {
+  return expf((row_hi + col_hi) + (row_lo + col_lo));
+}
+
 template <int RM, int CN>
 __device__ __forceinline__ void zero(float (&acc)[RM][CN]) {
 #pragma unroll

@@ -15,7 +15,7 @@ constexpr int kLd = kMaxHeadDim + 1;
 
 template <int L, bool TC>
 constexpr size_t forward_output_smem() {
-  return sizeof(float) * (kRows * kLd + L * kLd + kRows * (L + 1) + kMaxHeadDim * kLd + kMaxHeadDim + 4 * kRows + L +
+  return sizeof(float) * (kRows * kLd + L * kLd + kRows * (L + 1) + kMaxHeadDim * kLd + kMaxHeadDim + 5 * kRows + 2 * L +
                           (TC ? kRows * (kMaxHeadDim + 1) : 0));
 }
 static_assert(forward_output_smem<128, false>() <= 227 * 1024, "forward output: shared memory over the 227 KB limit");
@@ -35,7 +35,9 @@ __global__ void __launch_bounds__(kThreads) forward_output_kernel(ForwardOutputP
   float* dn = carry + kRows;
   float* floor_ = dn + kRows;
   float* col_log = floor_ + kRows;   // [L]
-  float* scratch = col_log + L;      // [64][129] tensor-core results
+  float* row_lo = col_log + L;       // [64] residues of row_log (0 without them)
+  float* col_lo = row_lo + kRows;    // [L]
+  float* scratch = col_lo + L;       // [64][129] tensor-core results
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   constexpr int kBlocksPerChunk = L / kRows;
   const int chunk = blockIdx.x / kBlocksPerChunk, r0 = (blockIdx.x % kBlocksPerChunk) * kRows;
@@ -51,8 +53,12 @@ __global__ void __launch_bounds__(kThreads) forward_output_kernel(ForwardOutputP
     row_log[tid] = p.row_log[pos + c0 + r0 + tid];
     carry[tid] = p.carry_w[pos + c0 + r0 + tid];
     floor_[tid] = expf(-p.m_pos[pos + c0 + r0 + tid]);
+    row_lo[tid] = p.row_log_lo ? p.row_log_lo[pos + c0 + r0 + tid] : 0.f;
   }
-  for (int j = tid; j < L; j += kThreads) col_log[j] = p.col_log[pos + c0 + j];
+  for (int j = tid; j < L; j += kThreads) {
+    col_log[j] = p.col_log[pos + c0 + j];
+    col_lo[j] = p.col_log_lo ? p.col_log_lo[pos + c0 + j] : 0.f;
+  }
   if (tid < kMaxHeadDim)
     nvec[tid] = tid < p.Dk ? p.state_vecs[((size_t)bh * p.NC + chunk) * p.Dk + tid] : 0.f;
   __syncthreads();
@@ -66,7 +72,7 @@ __global__ void __launch_bounds__(kThreads) forward_output_kernel(ForwardOutputP
 #pragma unroll
       for (int c = 0; c < L / 16; ++c) {
         const int row = ty + 16 * r, j = tx + 16 * c;
-        ps[row * kLdP + j] = (j <= r0 + row) ? s[r][c] * expf(row_log[row] + col_log[j]) : 0.f;
+        ps[row * kLdP + j] = (j <= r0 + row) ? s[r][c] * chunk_weight(row_log[row], row_lo[row], col_log[j], col_lo[j]) : 0.f;
       }
   }
   __syncthreads();

@@ -108,8 +108,13 @@ __global__ void __launch_bounds__(kTableThreads) gate_tables_kernel(GateTablesPa
       const size_t t = row + (size_t)c * p.L + lane * per_lane + e;
       const double m = cs.b[e] + fmax(m_start, cs.u[e]);
       p.m_pos[t] = (float)m;
-      p.row_log[t] = (float)(cs.b[e] - m);
-      p.col_log[t] = (float)(cs.ip[e] - cs.b[e]);
+      const double row = cs.b[e] - m, col = cs.ip[e] - cs.b[e];
+      p.row_log[t] = (float)row;
+      p.col_log[t] = (float)col;
+      if (p.row_log_lo) {  // col is -inf past S: its residue is 0, not NaN
+        p.row_log_lo[t] = (float)(row - (double)(float)row);
+        p.col_log_lo[t] = isfinite(col) ? (float)(col - (double)(float)col) : 0.f;
+      }
       p.carry[t] = (float)exp(cs.b[e] + m_start - m);
       p.key_w[t] = (float)exp(cs.g - cs.b[e] + cs.ip[e] - m_end);
     }

@@ -61,6 +61,8 @@ struct ForwardOutputParams {
   int BH, S, S_pad, L, NC, Dk, Dv;
   bool tensor_cores;  // L = 64 only
   bool split_states;  // mlstm_forward_output_mma: states in the scan's split-bf16 layout (faster kernel)
+  const float* row_log_lo;  // null or GateTablesParams' residues (FMA kernels only)
+  const float* col_log_lo;
 };
 
 // Per-chunk gradients with the stabilisers held constant (the m path is added by
@@ -89,6 +91,8 @@ struct BackwardChunkParams {
   float* k_dot_dk;  // [BH,S]
   int BH, S, S_pad, L, NC, Dk, Dv;
   bool tensor_cores;
+  const float* row_log_lo;  // null or GateTablesParams' residues (FMA kernels only)
+  const float* col_log_lo;
 };
 
 // Sequential per head: the forget-gate gradient (reverse cumulative sum) and the
@@ -121,6 +125,13 @@ struct GateTablesParams {
   float* decay;
   float* m_final;
   int BH, S, S_pad, L, NC;
+  // Null, or where the rounding residues of row_log and col_log go (x - (float)x, from
+  // float64): the fp32 kernels form exp(row_log_t + col_log_j) as
+  // (row_hi + col_hi) + (row_lo + col_lo). Each log is as large as the in-chunk
+  // cumulative log forget gate (tens), while their sum, where the weight matters, is
+  // near 0: float32 logs alone leave ~1e-6 in the weights, 1.5e-5 in dk and di
+  // (tools/mlstm_kernel_fp32_emulation.py).
+  float *row_log_lo, *col_log_lo;
 };
 
 // The backward's normaliser terms per position: den = max(|dn|, exp(-m)) + eps,

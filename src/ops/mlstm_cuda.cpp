@@ -73,6 +73,7 @@ bool sequential_gates() {
 struct GateTables {
   int64_t NC, S_pad;
   at::Tensor m_pos, row_log, col_log, carry, key_w;  // [BH,S_pad] float32
+  at::Tensor row_log_lo, col_log_lo;                  // their float32 residues (FMA kernels), or undefined
   at::Tensor decay;                                   // [BH,NC]
   at::Tensor m_final;                                 // [BH]
 };
@@ -83,12 +84,15 @@ bool aten_tables() {
   return env && std::string(env) == "aten";
 }
 
-GateTables gate_tables_aten(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L);
+GateTables gate_tables_aten(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L,
+                            bool residues);
 
-GateTables gate_tables(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L) {
+// `residues`: also the float32 residues of row_log and col_log, which the FMA
+// kernels add back in their weights (kernels/mlstm_params.h, GateTablesParams).
+GateTables gate_tables(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L, bool residues) {
   const int64_t BH = i.size(0), S = i.size(1), NC = (S + L - 1) / L, S_pad = NC * L;
   if (aten_tables() || !xk::mlstm_gate_tables_supported(static_cast<int>(L), static_cast<int>(NC)))
-    return gate_tables_aten(i, f, m0, L);
+    return gate_tables_aten(i, f, m0, L, residues);
   const auto o = i.options().dtype(at::kFloat);
   GateTables t;
   t.NC = NC;
@@ -103,6 +107,12 @@ GateTables gate_tables(const at::Tensor& i, const at::Tensor& f, const at::Tenso
   p.m_pos = t.m_pos.data_ptr<float>();
   p.row_log = t.row_log.data_ptr<float>();
   p.col_log = t.col_log.data_ptr<float>();
+  if (residues) {
+    t.row_log_lo = at::empty({BH, S_pad}, o);
+    t.col_log_lo = at::empty({BH, S_pad}, o);
+    p.row_log_lo = t.row_log_lo.data_ptr<float>();
+    p.col_log_lo = t.col_log_lo.data_ptr<float>();
+  }
   p.carry = t.carry.data_ptr<float>();
   p.key_w = t.key_w.data_ptr<float>();
   p.decay = t.decay.data_ptr<float>();
@@ -117,7 +127,8 @@ GateTables gate_tables(const at::Tensor& i, const at::Tensor& f, const at::Tenso
   return t;
 }
 
-GateTables gate_tables_aten(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L) {
+GateTables gate_tables_aten(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L,
+                            bool residues) {
   const int64_t BH = i.size(0), S = i.size(1), NC = (S + L - 1) / L, S_pad = NC * L;
   const auto d = i.options().dtype(at::kDouble);
   const double inf = std::numeric_limits<double>::infinity();
@@ -143,8 +154,13 @@ GateTables gate_tables_aten(const at::Tensor& i, const at::Tensor& f, const at::
   t.S_pad = S_pad;
   auto f32 = [&](const at::Tensor& x) { return x.reshape({BH, -1}).to(at::kFloat).contiguous(); };
   t.m_pos = f32(m_pos);
-  t.row_log = f32(b - m_pos);
-  t.col_log = f32(ip - b);
+  const auto row_log = b - m_pos, col_log = ip - b;
+  t.row_log = f32(row_log);
+  t.col_log = f32(col_log);
+  if (residues) {  // col_log is -inf past S: residue 0 there, not NaN
+    t.row_log_lo = f32(row_log - t.row_log.view_as(row_log).to(at::kDouble));
+    t.col_log_lo = f32(at::nan_to_num(col_log - t.col_log.view_as(col_log).to(at::kDouble), 0.0, 0.0, 0.0));
+  }
   t.carry = f32(at::exp(b + m_start.unsqueeze(-1) - m_pos));
   t.key_w = f32(at::exp(g.unsqueeze(-1) - b + ip - m_end.unsqueeze(-1)));
   t.decay = f32(at::exp(g + m_start - m_end));
@@ -218,7 +234,7 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     const auto m0f = flat_f32(m0, BH);
     const Path path = path_for(q, v);
     if (path == Path::Mma) L = 64;  // the tensor-core kernels' chunk (same function, any chunk)
-    const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L);
+    const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L, path != Path::Mma);
     at::Tensor states, vecs, C, n;
     const bool split = path == Path::Mma && split_forward_states();
     run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, path, states, vecs, C,
@@ -233,6 +249,8 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dm.Dk)));
     p.row_log = t.row_log.data_ptr<float>();
     p.col_log = t.col_log.data_ptr<float>();
+    p.row_log_lo = ptr_or_null(t.row_log_lo);
+    p.col_log_lo = ptr_or_null(t.col_log_lo);
     p.carry_w = t.carry.data_ptr<float>();
     p.m_pos = t.m_pos.data_ptr<float>();
     p.states = states.data_ptr<float>();
@@ -267,10 +285,10 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   const auto gi = i.to(at::kFloat).reshape({BH, dm.S}).contiguous();
   const auto gf = f.to(at::kFloat).reshape({BH, dm.S}).contiguous();
   const auto m0f = flat_f32(m0, BH);
-  const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L);
+  const Path path = path_for(q, v);
+  const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L, path != Path::Mma);
 
   // Recompute the chunk states (cheaper in memory than keeping them).
-  const Path path = path_for(q, v);
   at::Tensor states, vecs, C_S, n_S;
   run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, path, states, vecs, C_S,
            n_S);
@@ -319,6 +337,8 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   p.scale = scale;
   p.row_log = t.row_log.data_ptr<float>();
   p.col_log = t.col_log.data_ptr<float>();
+  p.row_log_lo = ptr_or_null(t.row_log_lo);
+  p.col_log_lo = ptr_or_null(t.col_log_lo);
   p.carry_w = t.carry.data_ptr<float>();
   p.key_w = t.key_w.data_ptr<float>();
   p.inv_den = inv_den.data_ptr<float>();

@@ -1,5 +1,6 @@
 // Gate gradients of the mLSTM, sequential per head (one thread each):
 //   dlf_s = sum_{t>=s} (q~_t.dq~_t - k_t.dk_t) + <C_S,dC_S> + <n_S,dn_S>   (stabilisers constant)
+//           (or p.dlf_cross[s], the same value summed without cancellation)
 //   di_t  = k_t.dk_t
 // plus the stabiliser's own path: dL/dm_t = -(dh_t.h_t) eps / den_t flows back
 // through m_t = max(lf_t + m_{t-1}, i_t) into lf_t (and on to m_{t-1}) or i_t.
@@ -37,7 +38,7 @@ __global__ void gate_backward_kernel(GateBackwardParams p) {
     const float kdk = k_dot[t];
     acc_m += dm_direct[t];
     acc_f += (double)q_dot[t] - (double)kdk;
-    double dlf = acc_f, di = kdk;
+    double dlf = p.dlf_cross ? (double)p.dlf_cross[base + t] : acc_f, di = kdk;
     if (carried) {
       dlf += acc_m;
     } else {
@@ -119,7 +120,7 @@ __global__ void __launch_bounds__(kGateThreads) gate_backward_parallel_kernel(Ga
     const float kdk = gv.k_dot[t];
     acc_m += gv.dm_direct[t];
     acc_f += (double)gv.q_dot[t] - (double)kdk;
-    double dlf = acc_f, di = kdk;
+    double dlf = p.dlf_cross ? (double)p.dlf_cross[base + t] : acc_f, di = kdk;
     if (carried) {
       dlf += acc_m;
     } else {

@@ -63,6 +63,11 @@ struct ForwardOutputParams {
   bool split_states;  // mlstm_forward_output_mma: states in the scan's split-bf16 layout (faster kernel)
   const float* row_log_lo;  // null or GateTablesParams' residues (FMA kernels only)
   const float* col_log_lo;
+  // Null, or [BH,S]: the forget gate's log-gradient from the pairs its decay spans
+  // (mlstm_backward_chunk.cu, FMA kernels only), read by the gate backward in place of
+  // the reverse cumulative sum of q~.dq~ - k.dk; decay is GateTablesParams' [BH,NC].
+  float* dlf_cross;
+  const float* decay;
 };
 
 // Per-chunk gradients with the stabilisers held constant (the m path is added by
@@ -93,6 +98,11 @@ struct BackwardChunkParams {
   bool tensor_cores;
   const float* row_log_lo;  // null or GateTablesParams' residues (FMA kernels only)
   const float* col_log_lo;
+  // Null, or [BH,S]: the forget gate's log-gradient from the pairs its decay spans
+  // (mlstm_backward_chunk.cu, FMA kernels only), read by the gate backward in place of
+  // the reverse cumulative sum of q~.dq~ - k.dk; decay is GateTablesParams' [BH,NC].
+  float* dlf_cross;
+  const float* decay;
 };
 
 // Sequential per head: the forget-gate gradient (reverse cumulative sum) and the
@@ -112,6 +122,7 @@ struct GateBackwardParams {
   float* dm0;              // [BH] the m path's gradient reaching m_0
   int BH, S;
   bool sequential;         // the one-thread-per-head kernel (the first version) instead of the block scan
+  const float* dlf_cross;  // null, or BackwardChunkParams::dlf_cross: then state_dot and the dots' sums go unused
 };
 
 // The per-position gate tables for chunk length L (float64 arithmetic): see

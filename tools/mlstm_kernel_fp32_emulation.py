@@ -6,7 +6,11 @@ Dv=96, initial states, upstream gradients on h, C, n, m). Each variant computes 
 ingredient in float64 instead, so the ingredient whose rounding dominates a
 gradient's error shows as the variant that removes it.
 
-    .venv/bin/python tools/mlstm_kernel_fp32_emulation.py     (CPU, under a minute)
+    .venv/bin/python tools/mlstm_kernel_fp32_emulation.py [SEED [B H S Dk Dv L]]   (CPU, under a minute)
+
+Findings: the float32 rounding of col_log (fixed by split logs); then, at S=1000, df
+from the reverse cumulative sum of q.dq - k.dk, whose float32 dots cancel over the
+sequence (fixed by "cross": the pair sums of kernels/mlstm_backward_chunk.cu).
 """
 import math
 import sys
@@ -15,6 +19,8 @@ import torch
 
 F32, F64 = torch.float32, torch.float64
 B, H, S, Dk, Dv, L = 2, 2, 333, 32, 96, 64
+if len(sys.argv) > 2:  # seed B H S Dk Dv L
+    B, H, S, Dk, Dv, L = (int(a) for a in sys.argv[2:8])
 EPS = 1e-6
 
 
@@ -154,8 +160,25 @@ def kernel_backward(x, up, exact=()):
     dq, dk, dv = dq * scale, dk, dv
     dk_out = dk.float()  # stored in the input dtype
     unchunk = lambda t: t.flatten(2, 3)[:, :, :S]
-    kdk = unchunk((k * dk).sum(-1)).double()
-    qdq = unchunk((q * scale * (dq / scale)).sum(-1)).double()
+    # kernels/mlstm_gate_backward.cu row_dot: the stored float32 gradients dotted with the inputs
+    dot_t = F64 if "dots" in exact else F32
+    kdk = unchunk((k.to(dot_t) * dk.float().to(dot_t)).sum(-1)).double()
+    qdq = unchunk((q.to(dot_t) * dq.float().to(dot_t)).sum(-1)).double()
+    # "cross": the forget-gate gradient as the sum over the pairs (t >= s > j) that the
+    # gate's decay spans, from per-chunk pieces (kernels/mlstm_backward_chunk.cu), so that
+    # no two long sums cancel; otherwise the reverse cumulative sum of q.dq - k.dk.
+    cross = None
+    if "cross" in exact:
+        G = A * (qs @ kk.transpose(-1, -2))
+        Gs = G.tril(-1)
+        e = Gs.sum(-1) - Gs.sum(-2)
+        e = e + (qs * ((dNum * carry[..., None]) @ Cst.transpose(-1, -2) + (carry * ddn)[..., None] * nst[..., None, :])).sum(-1)
+        Ki = (kk * ((vv * key_w[..., None]) @ dCst.transpose(-1, -2) + key_w[..., None] * dnst[..., None, :])).sum(-1)
+        X = tb["decay"].to(dt) * ((Cst * dCst).sum((-1, -2)) + (nst * dnst).sum(-1))
+        e, Ki = e.float().double(), Ki.float().double()  # the kernel hands them on in float32 ...
+        suffix = e.flip(-1).cumsum(-1).flip(-1)  # ... and sums them in float64
+        prefix = Ki.cumsum(-1) - Ki
+        cross = unchunk(suffix + prefix + X.float().double()[..., None])
     # gate backward (kernels/mlstm_gate_backward.cu), float64 sums
     m_pos = unchunk(tb64["m_pos"]).float().double()
     dm_direct = unchunk(-gh * EPS / den).double()
@@ -169,7 +192,8 @@ def kernel_backward(x, up, exact=()):
         acc_m = acc_m + dm_direct[..., t]
         acc_f = acc_f + qdq[..., t] - kdk[..., t]
         c = carried[..., t]
-        df[..., t] = (acc_f + torch.where(c, acc_m, 0 * acc_m)) * torch.sigmoid(-x["f"][..., t])
+        dlf = acc_f if cross is None else cross[..., t]
+        df[..., t] = (dlf + torch.where(c, acc_m, 0 * acc_m)) * torch.sigmoid(-x["f"][..., t])
         di[..., t] = kdk[..., t] + torch.where(c, 0 * acc_m, acc_m)
         acc_m = torch.where(c, acc_m, 0 * acc_m)
     return dict(q=unchunk(dq).float(), k=unchunk(dk_out), v=unchunk(dv).float(), i=di.float(), f=df.float(),
@@ -181,7 +205,8 @@ def main():
     x, up = inputs(seed)
     ref = recurrent(x, up)
     rel = lambda a, b: ((a.double() - b).norm() / b.norm()).item()
-    variants = [(), ("tables",), ("states", "dstates"), ("forward",), ("h", "dn"), ("backward",), ("split_logs",),
+    variants = [(), ("tables",), ("tables", "states", "dstates", "forward", "h", "dn", "backward", "cross"), ("states", "dstates"), ("forward",), ("h", "dn"), ("backward",), ("split_logs",),
+                ("split_logs", "backward"), ("split_logs", "dots"), ("split_logs", "cross"), ("split_logs", "states", "dstates"), ("split_logs", "forward", "h", "dn"),
                 ("tables", "states", "dstates", "forward", "h", "dn", "backward")]
     print("exact in float64".ljust(52) + " ".join(f"{n:>8}" for n in ["dq", "dk", "dv", "di", "df", "dC0"]))
     for ex in variants:

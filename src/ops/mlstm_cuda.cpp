@@ -352,6 +352,11 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   p.dv = dv.data_ptr();
   p.q_dot_dq = q_dot.data_ptr<float>();
   p.k_dot_dk = k_dot.data_ptr<float>();
+  // The FMA kernels also sum the forget gate's gradient pair by pair (float32 accuracy
+  // needs it); the bf16 tensor-core kernels leave it to the gate kernel's running sum.
+  const auto dlf_cross = path != Path::Mma ? at::empty({BH, dm.S}, fo) : at::Tensor();
+  p.dlf_cross = dlf_cross.defined() ? dlf_cross.data_ptr<float>() : nullptr;
+  p.decay = t.decay.data_ptr<float>();
   set_geometry(p, dm, t, L);
   p.tensor_cores = path == Path::Split;
   if (path == Path::Mma) xk::mlstm_backward_chunk_mma(p, at::cuda::getCurrentCUDAStream());
@@ -378,6 +383,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   g.BH = BH;
   g.S = static_cast<int>(dm.S);
   g.sequential = sequential_gates();
+  g.dlf_cross = ptr_or_null(dlf_cross);
   xk::mlstm_gate_backward(g, at::cuda::getCurrentCUDAStream());
   check_mlstm_launch("gate_backward");
 

@@ -105,6 +105,30 @@ struct BackwardChunkParams {
   const float* decay;
 };
 
+// The bf16 forward in one kernel (mlstm_mma_fused_forward.cu): the forward scan
+// (ChunkScanParams with rows = k, cols = v, row_w = vec_w = key_w) and the outputs
+// (ForwardOutputParams) with chunk 64, without the per-chunk states in memory.
+struct FusedForwardParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  float scale;
+  const float* row_log;
+  const float* col_log;
+  const float* carry_w;
+  const float* m_pos;
+  const float* key_w;
+  const float* decay;     // [BH,NC]
+  const float* init_mat;  // [BH,Dk,Dv] or null (zero)
+  const float* init_vec;  // [BH,Dk] or null
+  void* h;
+  float* dn;
+  float* final_mat;  // [BH,Dk,Dv]
+  float* final_vec;  // [BH,Dk]
+  float eps;
+  int BH, S, S_pad, L, NC, Dk, Dv;
+};
+
 // Sequential per head: the forget-gate gradient (reverse cumulative sum) and the
 // gradient through the stabiliser's max (m_t = max(lf_t + m_{t-1}, i_t)).
 struct GateBackwardParams {
@@ -174,6 +198,7 @@ bool mlstm_mma_supported(int Dk, int Dv);
 void mlstm_chunk_scan_mma(const ChunkScanParams& p, cudaStream_t stream);
 void mlstm_forward_output_mma(const ForwardOutputParams& p, cudaStream_t stream);
 void mlstm_backward_chunk_mma(const BackwardChunkParams& p, cudaStream_t stream);
+void mlstm_fused_forward_mma(const FusedForwardParams& p, cudaStream_t stream);
 void mlstm_row_dot(const void* a, const void* b, DType dtype, float* out, int rows, int cols, cudaStream_t stream);
 
 // The last CUDA error as text ("" when none): the torch side turns it into xd::Error.

@@ -91,15 +91,16 @@ int main(int argc, char** argv) {
   }
   // The default (bf16 tensor-core kernels); with XD_BENCH_FMA=1 also the first version
   // (fp32 FMA kernels) and the split-bf16-states forward.
-  struct Variant { const char* name; int64_t L; const char* kernels; };
+  // The one-kernel forward (XD_MLSTM_FORWARD=fused) always, beside the default.
+  struct Variant { const char* name; int64_t L; const char* kernels; const char* forward; };
   const bool with_fma = std::getenv("XD_BENCH_FMA") && std::string(std::getenv("XD_BENCH_FMA")) == "1";
-  std::vector<Variant> variants{Variant{"xd_mlstm_tensor_cores", 64, ""}};
-  if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", 64, "fma"});
-  if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_split_states", 64, "split_states"});
+  std::vector<Variant> variants{Variant{"xd_mlstm_tensor_cores", 64, "", ""},
+                                Variant{"xd_mlstm_tensor_cores_fused_forward", 64, "", "fused"}};
+  if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", 64, "fma", ""});
+  if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_split_states", 64, "", "split_states"});
   for (const Variant& var : variants) {
-    const bool split_states = std::string(var.kernels) == "split_states";
-    setenv("XD_MLSTM_KERNELS", split_states ? "" : var.kernels, 1);
-    setenv("XD_MLSTM_FORWARD", split_states ? "split_states" : "", 1);
+    setenv("XD_MLSTM_KERNELS", var.kernels, 1);
+    setenv("XD_MLSTM_FORWARD", var.forward, 1);
     const int64_t L = var.L;
     const double fwd = median_ms([&](int r) {
       const auto& s = sets[r % kSets];

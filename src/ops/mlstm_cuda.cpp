@@ -61,6 +61,14 @@ bool split_forward_states() {
   return env && std::string(env) == "split_states";
 }
 
+// XD_MLSTM_FORWARD=fused: the scan and the outputs in one kernel
+// (kernels/mlstm_mma_fused_forward.cu), the chunk states kept on chip. Opt-in until
+// a GPU run has checked it against the float64 oracle (MlstmCuda.FusedForward*).
+bool fused_forward() {
+  const char* env = std::getenv("XD_MLSTM_FORWARD");
+  return env && std::string(env) == "fused";
+}
+
 // XD_MLSTM_GATE=sequential selects the one-thread-per-head gate kernel.
 bool sequential_gates() {
   const char* env = std::getenv("XD_MLSTM_GATE");
@@ -218,6 +226,37 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
   check_mlstm_launch("chunk_scan");
 }
 
+struct FusedForwardOut { at::Tensor h, dn, C, n; };
+
+FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const GateTables& t, const at::Tensor& C0, const at::Tensor& n0) {
+  const auto o = q.options().dtype(at::kFloat);
+  FusedForwardOut out{at::empty({dm.B, dm.H, dm.S, dm.Dv}, v.options()), at::empty({dm.BH(), dm.S}, o),
+                      at::empty({dm.BH(), dm.Dk, dm.Dv}, o), at::empty({dm.BH(), dm.Dk}, o)};
+  xk::FusedForwardParams p{};
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dm.Dk)));
+  p.row_log = t.row_log.data_ptr<float>();
+  p.col_log = t.col_log.data_ptr<float>();
+  p.carry_w = t.carry.data_ptr<float>();
+  p.m_pos = t.m_pos.data_ptr<float>();
+  p.key_w = t.key_w.data_ptr<float>();
+  p.decay = t.decay.data_ptr<float>();
+  p.init_mat = ptr_or_null(C0);
+  p.init_vec = ptr_or_null(n0);
+  p.h = out.h.data_ptr();
+  p.dn = out.dn.data_ptr<float>();
+  p.final_mat = out.C.data_ptr<float>();
+  p.final_vec = out.n.data_ptr<float>();
+  p.eps = static_cast<float>(kMlstmEps);
+  set_geometry(p, dm, t, 64);
+  xk::mlstm_fused_forward_mma(p, at::cuda::getCurrentCUDAStream());
+  check_mlstm_launch("fused_forward");
+  return out;
+}
+
 at::Tensor flat_f32(const at::Tensor& t, int64_t BH) {
   return t.defined() ? t.to(at::kFloat).reshape({BH, -1}).contiguous() : t;
 }
@@ -235,6 +274,12 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     const Path path = path_for(q, v);
     if (path == Path::Mma) L = 64;  // the tensor-core kernels' chunk (same function, any chunk)
     const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L, path != Path::Mma);
+    if (path == Path::Mma && fused_forward()) {
+      auto out = fused_forward_mma(dm, q, k, v, t, flat_f32(C0, BH), flat_f32(n0, BH));
+      ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, out.h, out.dn});
+      return {out.h, out.C.view({dm.B, dm.H, dm.Dk, dm.Dv}), out.n.view({dm.B, dm.H, dm.Dk}),
+              t.m_final.view({dm.B, dm.H})};
+    }
     at::Tensor states, vecs, C, n;
     const bool split = path == Path::Mma && split_forward_states();
     run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, path, states, vecs, C,

@@ -142,6 +142,18 @@ TEST(MlstmCuda, BFloat16SplitStatesForwardMatchesFloat64Oracle) {
   unsetenv("XD_MLSTM_FORWARD");
 }
 
+// The one-kernel bf16 forward (XD_MLSTM_FORWARD=fused): every case takes 32-column
+// slices (few heads); B H = 140 and 160 take 64-column slices, Dv = 96 a partial last one.
+TEST(MlstmCuda, FusedForwardMatchesFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  setenv("XD_MLSTM_FORWARD", "fused", 1);
+  std::vector<Case> cases = kCases;
+  cases.push_back({2, 70, 130, 128, 128, true, 64});
+  cases.push_back({2, 80, 100, 64, 96, false, 64});
+  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1000 + n);
+  unsetenv("XD_MLSTM_FORWARD");
+}
+
 // The tensor-core scan with the state's columns split over blocks when the heads are
 // too few to fill the GPU (XD_MLSTM_SCAN_SLICES=on): B H of 6, 4 and 4 give slices of
 // 32 columns, Dv = 48 and 96 a partial last slice; forward and reverse scans.

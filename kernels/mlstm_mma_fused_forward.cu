@@ -1,0 +1,294 @@
+// The bf16 mLSTM forward in one kernel: the chunk scan and the per-chunk outputs
+// fused, so the chunk states never leave the multiprocessor (the two-kernel forward
+// writes and reads them as float32, 1.07 GB each way at B=8 H=32 S=4096 D=128).
+// Same math and contract as mlstm_chunk_scan_mma + mlstm_forward_output_mma with
+// chunk 64 (FusedForwardParams). One block per head and slice of kWidth value
+// columns, walking the chunks in order, 8 warps:
+//   - the state slice C[:, slice] (fp32) lives in mma accumulators, warp w holding
+//     rows 16w..16w+15, as in the scan; n (fp32) lives in shared memory;
+//   - per chunk, C_{k-1} is written to shared memory as bf16 hi + lo; warps w and
+//     w+4 own query rows 16(w%4).. and the two halves of the slice's columns:
+//     S = q k^T, P = scale S o exp(row_log_t + col_log_j) (causal),
+//     h = s_t scale q C_{k-1} + P V, den = max(|s_t scale q.n_{k-1} + sum_j P_tj|,
+//     exp(-m_t)) + eps;
+//   - then C_k = decay C_{k-1} + k^T (w o V), n_k = decay n_{k-1} + k^T w.
+// Every block recomputes S for its rows and n (the slices of one head share them).
+#include <cstdlib>
+#include <cstring>
+
+#include "mlstm_mma.cuh"
+#include "mlstm_params.h"
+
+namespace xd::kernels {
+namespace {
+
+using mma::bf16;
+constexpr int kThreadsFused = 256;
+constexpr int kL = 64;
+constexpr int kLdQk = kMaxHeadDim + 8;
+
+template <int kWidth>
+struct FusedSmem {
+  static constexpr int kLdV = kWidth + 8;
+  bf16 q[kL * kLdQk];
+  bf16 k[kL * kLdQk];
+  bf16 v[kL * kLdV];
+  bf16 c_hi[kMaxHeadDim * kLdV];
+  bf16 c_lo[kMaxHeadDim * kLdV];
+  float n[kMaxHeadDim];
+  float row_log[kL], col_log[kL], carry[kL], floor_[kL], key_w[kL];
+};
+
+template <int kWidth>
+__global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(FusedForwardParams p) {
+  static_assert(kWidth % 32 == 0 && kWidth <= kMaxHeadDim, "a slice is two halves of whole 16-column tiles");
+  constexpr int kLdV = FusedSmem<kWidth>::kLdV;
+  constexpr int kHalfTiles = kWidth / 16;  // 8-column tiles per half slice
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  FusedSmem<kWidth>& sm = *reinterpret_cast<FusedSmem<kWidth>*>(smem_raw);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
+  const int bh = blockIdx.y, col0 = blockIdx.x * kWidth;
+  const bool first_slice = blockIdx.x == 0;  // writes dn and the final n
+  const bf16* q = static_cast<const bf16*>(p.q) + (size_t)bh * p.S * p.Dk;
+  const bf16* k = static_cast<const bf16*>(p.k) + (size_t)bh * p.S * p.Dk;
+  const bf16* v = static_cast<const bf16*>(p.v) + (size_t)bh * p.S * p.Dv;
+  bf16* out = static_cast<bf16*>(p.h) + (size_t)bh * p.S * p.Dv;
+  const size_t mat = (size_t)p.Dk * p.Dv;
+  const int kd = (p.Dk + 15) / 16;
+  // The state rows of this warp (update), and the query rows and columns it outputs.
+  const int r0 = warp * 16;
+  const bool state_rows = r0 < p.Dk;
+  const int ro = (warp % 4) * 16, e0 = (warp / 4) * (kWidth / 2);
+  const int ra = ro + g, rb = ro + g + 8;
+
+  float acc[kWidth / 8][4];  // C[r0 + g (+8)][col0 + 8n + 2tq (+1)]
+#pragma unroll
+  for (int n = 0; n < kWidth / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int d = r0 + g + (e / 2) * 8, col = col0 + 8 * n + 2 * tq + (e % 2);
+      acc[n][e] = (p.init_mat && d < p.Dk && col < p.Dv) ? p.init_mat[bh * mat + (size_t)d * p.Dv + col] : 0.f;
+    }
+  if (tid < kMaxHeadDim) sm.n[tid] = (p.init_vec && tid < p.Dk) ? p.init_vec[(size_t)bh * p.Dk + tid] : 0.f;
+
+  for (int chunk = 0; chunk < p.NC; ++chunk) {
+    const int t0 = chunk * kL;
+    const size_t pos = (size_t)bh * p.S_pad + t0;
+    mma::tile_async<kMaxHeadDim, kThreadsFused>(sm.q, kLdQk, q, t0, kL, p.S, p.Dk);
+    mma::tile_async<kMaxHeadDim, kThreadsFused>(sm.k, kLdQk, k, t0, kL, p.S, p.Dk);
+    for (int idx = tid; idx < kL * (kWidth / 8); idx += kThreadsFused) {
+      const int t = idx / (kWidth / 8), c = (idx % (kWidth / 8)) * 8;
+      const bool valid = t0 + t < p.S && col0 + c < p.Dv;
+      mma::cp_async16(sm.v + t * kLdV + c, valid ? v + (size_t)(t0 + t) * p.Dv + col0 + c : v, valid);
+    }
+    mma::cp_async_commit();
+    if (tid < kL) {
+      sm.row_log[tid] = p.row_log[pos + tid];
+      sm.col_log[tid] = p.col_log[pos + tid];
+      sm.carry[tid] = p.carry_w[pos + tid];
+      sm.floor_[tid] = expf(-p.m_pos[pos + tid]);
+      sm.key_w[tid] = p.key_w[pos + tid];
+    }
+    const float decay = p.decay[(size_t)bh * p.NC + chunk];
+    // C_{k-1} as bf16 hi + lo planes, the B operand of q C.
+#pragma unroll
+    for (int n = 0; n < kWidth / 8; ++n)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int d = r0 + g + 8 * h, col = 8 * n + 2 * tq;
+        uint32_t xh, xl;
+        mma::split2(acc[n][2 * h], acc[n][2 * h + 1], xh, xl);
+        if (d < kMaxHeadDim) {
+          *reinterpret_cast<uint32_t*>(sm.c_hi + d * kLdV + col) = xh;
+          *reinterpret_cast<uint32_t*>(sm.c_lo + d * kLdV + col) = xl;
+        }
+      }
+    mma::cp_async_wait<0>();
+    __syncthreads();
+
+    // ---- outputs of this chunk's rows ra, rb, columns e0 .. e0 + kWidth/2 of the slice
+    float s[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int kk = 0; kk < kd; ++kk) {
+      uint32_t a[4];
+      mma::load_a(a, sm.q, kLdQk, ro, 16 * kk);
+#pragma unroll
+      for (int n = 0; n < 8; n += 2) {
+        if (8 * n > ro + 15) break;
+        uint32_t b[4];
+        mma::load_b_nk(b, sm.k, kLdQk, 8 * n, 16 * kk);
+        mma::mma_bf16(s[n], a, b[0], b[1]);
+        mma::mma_bf16(s[n + 1], a, b[2], b[3]);
+      }
+    }
+    float psum_a = 0.f, psum_b = 0.f;
+    {
+      const float la = sm.row_log[ra], lb = sm.row_log[rb];
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int j = 8 * n + 2 * tq + (e % 2);
+          const int row = e < 2 ? ra : rb;
+          const float x = j <= row ? s[n][e] * p.scale * expf((e < 2 ? la : lb) + sm.col_log[j]) : 0.f;
+          s[n][e] = x;
+          if (e < 2) psum_a += x; else psum_b += x;
+        }
+    }
+    float h[kHalfTiles][4];
+#pragma unroll
+    for (int n = 0; n < kHalfTiles; ++n) h[n][0] = h[n][1] = h[n][2] = h[n][3] = 0.f;
+    for (int kk = 0; kk < kd; ++kk) {
+      uint32_t a[4];
+      mma::load_a(a, sm.q, kLdQk, ro, 16 * kk);
+#pragma unroll
+      for (int n = 0; n < kHalfTiles; n += 2) {
+        uint32_t bh_[4], bl[4];
+        mma::load_b_kn(bh_, sm.c_hi, kLdV, e0 + 8 * n, 16 * kk);
+        mma::load_b_kn(bl, sm.c_lo, kLdV, e0 + 8 * n, 16 * kk);
+        mma::mma_bf16(h[n], a, bl[0], bl[1]);
+        mma::mma_bf16(h[n], a, bh_[0], bh_[1]);
+        mma::mma_bf16(h[n + 1], a, bl[2], bl[3]);
+        mma::mma_bf16(h[n + 1], a, bh_[2], bh_[3]);
+      }
+    }
+    float qn_a = 0.f, qn_b = 0.f;
+    for (int d = tq; d < p.Dk; d += 4) {
+      qn_a = fmaf(__bfloat162float(sm.q[ra * kLdQk + d]), sm.n[d], qn_a);
+      qn_b = fmaf(__bfloat162float(sm.q[rb * kLdQk + d]), sm.n[d], qn_b);
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+      psum_a += __shfl_xor_sync(0xffffffffu, psum_a, off);
+      psum_b += __shfl_xor_sync(0xffffffffu, psum_b, off);
+      qn_a += __shfl_xor_sync(0xffffffffu, qn_a, off);
+      qn_b += __shfl_xor_sync(0xffffffffu, qn_b, off);
+    }
+    const float sa = sm.carry[ra] * p.scale, sb = sm.carry[rb] * p.scale;
+    const float dn_a = psum_a + sa * qn_a, dn_b = psum_b + sb * qn_b;
+#pragma unroll
+    for (int n = 0; n < kHalfTiles; ++n) {
+      h[n][0] *= sa;
+      h[n][1] *= sa;
+      h[n][2] *= sb;
+      h[n][3] *= sb;
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      if (16 * kk > ro) break;
+      uint32_t ahi[4], alo[4];
+      mma::acc_to_a_split(s[2 * kk], s[2 * kk + 1], ahi, alo);
+#pragma unroll
+      for (int n = 0; n < kHalfTiles; n += 2) {
+        uint32_t b[4];
+        mma::load_b_kn(b, sm.v, kLdV, e0 + 8 * n, 16 * kk);
+        mma::mma_bf16(h[n], alo, b[0], b[1]);
+        mma::mma_bf16(h[n], ahi, b[0], b[1]);
+        mma::mma_bf16(h[n + 1], alo, b[2], b[3]);
+        mma::mma_bf16(h[n + 1], ahi, b[2], b[3]);
+      }
+    }
+
+    // ---- the state update: C_k = decay C_{k-1} + k^T (w o V) (w o V split hi + lo)
+    if (state_rows) {
+#pragma unroll
+      for (int n = 0; n < kWidth / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[n][e] *= decay;
+#pragma unroll
+      for (int kk = 0; kk < kL / 16; ++kk) {
+        uint32_t a[4];
+        mma::load_a_trans(a, sm.k, kLdQk, r0, 16 * kk);
+        const int k0 = 16 * kk + 2 * tq;
+        const float w0 = sm.key_w[k0], w1 = sm.key_w[k0 + 1], w8 = sm.key_w[k0 + 8], w9 = sm.key_w[k0 + 9];
+#pragma unroll
+        for (int n = 0; n < kWidth / 8; n += 2) {
+          uint32_t b[4];
+          mma::load_b_kn(b, sm.v, kLdV, 8 * n, 16 * kk);
+          uint32_t hi[4], lo[4];
+#pragma unroll
+          for (int e = 0; e < 4; e += 2) {
+            const float2 x = mma::unpack(b[e]), y = mma::unpack(b[e + 1]);
+            mma::split2(x.x * w0, x.y * w1, hi[e], lo[e]);
+            mma::split2(y.x * w8, y.y * w9, hi[e + 1], lo[e + 1]);
+          }
+          mma::mma_bf16(acc[n], a, lo[0], lo[1]);
+          mma::mma_bf16(acc[n], a, hi[0], hi[1]);
+          mma::mma_bf16(acc[n + 1], a, lo[2], lo[3]);
+          mma::mma_bf16(acc[n + 1], a, hi[2], hi[3]);
+        }
+      }
+    }
+    __syncthreads();  // every warp is done with q, k, v, C's planes and n_{k-1}
+
+    // ---- n_k, and this chunk's outputs staged in the (free) q tile, 16 bytes a lane
+    if (tid < p.Dk) {
+      float x[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+      for (int t = 0; t < kL; t += 4)
+#pragma unroll
+        for (int u = 0; u < 4; ++u) x[u] = fmaf(sm.key_w[t + u], __bfloat162float(sm.k[(t + u) * kLdQk + tid]), x[u]);
+      sm.n[tid] = fmaf(sm.n[tid], decay, (x[0] + x[1]) + (x[2] + x[3]));
+    }
+    const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
+    const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
+#pragma unroll
+    for (int n = 0; n < kHalfTiles; ++n) {
+      const int col = e0 + 8 * n + 2 * tq;
+      *reinterpret_cast<uint32_t*>(sm.q + ra * kLdQk + col) = mma::pack(h[n][0] * inv_a, h[n][1] * inv_a);
+      *reinterpret_cast<uint32_t*>(sm.q + rb * kLdQk + col) = mma::pack(h[n][2] * inv_b, h[n][3] * inv_b);
+    }
+    __syncwarp();
+    constexpr int kVecs = kWidth / 16;  // 16-byte vectors per row of a half slice
+    for (int idx = lane; idx < 16 * kVecs; idx += 32) {
+      const int r = ro + idx / kVecs, c = e0 + (idx % kVecs) * 8;
+      if (t0 + r < p.S && col0 + c < p.Dv)
+        *reinterpret_cast<uint4*>(out + (size_t)(t0 + r) * p.Dv + col0 + c) =
+            *reinterpret_cast<const uint4*>(sm.q + r * kLdQk + c);
+    }
+    if (first_slice && e0 == 0 && tq == 0) {
+      if (t0 + ra < p.S) p.dn[(size_t)bh * p.S + t0 + ra] = dn_a;
+      if (t0 + rb < p.S) p.dn[(size_t)bh * p.S + t0 + rb] = dn_b;
+    }
+    __syncthreads();  // the tiles are free for the next chunk's copies; n_k is final
+  }
+
+  if (state_rows) {
+#pragma unroll
+    for (int n = 0; n < kWidth / 8; ++n)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int d = r0 + g + 8 * h, col = col0 + 8 * n + 2 * tq;
+        if (d < p.Dk && col < p.Dv)
+          *reinterpret_cast<float2*>(p.final_mat + bh * mat + (size_t)d * p.Dv + col) =
+              make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
+      }
+  }
+  if (first_slice && tid < p.Dk) p.final_vec[(size_t)bh * p.Dk + tid] = sm.n[tid];
+}
+
+template <int kWidth>
+void launch(const FusedForwardParams& p, cudaStream_t stream) {
+  const size_t smem = sizeof(FusedSmem<kWidth>);
+  cudaFuncSetAttribute(mma_fused_forward_kernel<kWidth>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  mma_fused_forward_kernel<kWidth><<<dim3((p.Dv + kWidth - 1) / kWidth, p.BH), kThreadsFused, smem, stream>>>(p);
+}
+
+}  // namespace
+
+void mlstm_fused_forward_mma(const FusedForwardParams& p, cudaStream_t stream) {
+  // Each block walks all chunks of its head, so the time is one block's: 64-column
+  // slices by default (two blocks a head at D=128), 32 when the heads are too few to
+  // give every multiprocessor two blocks (a long prompt at batch 1).
+  static const int sms = [] {
+    int dev = 0, n = 132;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+    return n;
+  }();
+  if ((long long)p.BH * ((p.Dv + 63) / 64) < 2LL * sms) launch<32>(p, stream);
+  else launch<64>(p, stream);
+}
+
+}  // namespace xd::kernels

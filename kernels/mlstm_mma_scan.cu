@@ -194,11 +194,11 @@ void mlstm_chunk_scan_mma(const ChunkScanParams& p, cudaStream_t stream) {
     return n;
   }();
   int cols = kCols;  // state columns per block
-  // Opt-in (XD_MLSTM_SCAN_SLICES=on) until a GPU run has checked it against the
-  // float64 oracle (MlstmCuda.ScanColumnSlicesMatchFloat64Oracle); read per launch so
-  // that a test can switch it.
+  // On by default since MlstmCuda.ScanColumnSlices* passed on an H100 (2026-12-07);
+  // XD_MLSTM_SCAN_SLICES=off keeps one block per head. Read per launch so that a test
+  // can switch it.
   const char* slices_env = std::getenv("XD_MLSTM_SCAN_SLICES");
-  const bool slices = slices_env != nullptr && std::strcmp(slices_env, "on") == 0;
+  const bool slices = slices_env == nullptr || std::strcmp(slices_env, "off") != 0;
   while (slices && cols > 32 && (long long)p.BH * ((p.Dv + cols - 1) / cols) < sms) cols /= 2;
   const dim3 grid((p.Dv + cols - 1) / cols, p.BH);
   auto launch = [&](auto kernel) {

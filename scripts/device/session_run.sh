@@ -6,7 +6,7 @@
 #   tests          the GPU-labelled tests (ctest -L gpu)
 #   infer          bench inference at Llama-3.1-8B shapes: decode B=8 at 32K (fused and
 #                  ATen step for the student; INFER_QUICK=1 skips the ATen step; the
-#                  two-role decode kernel at 4K) and prefill B=1 at 64K, teacher and student
+#                  one-block decode kernel at 4K) and prefill B=1 at 64K, teacher and student
 #   train          tools/bench_train.sh (Stage I 8B B=2, Stage II 3B B=1), 4 steps, then the
 #                  same steps in the Python stack (tools/python_stack_step.py) when .whl is carried
 #   kernels        tools/bench_kernels.py (mLSTM, window + sinks, SDPA, FlexAttention, and
@@ -99,11 +99,11 @@ for part in "$@"; do
       [[ "${INFER_QUICK:-0}" == 1 ]] || $BIN bench inference --shape llama-3.1-8b --batch 8 --context 4k --gen 40 \
         --device cuda --dtype bf16 --no-fused-step --out "$OUT/infer_decode_aten.jsonl" 2>&1 |
         tee "$OUT/infer_decode_aten.log" | tail -6
-      # The two-role decode kernel (opt-in); the student's decode rate does not depend
-      # on the context, so 4k keeps the prefill short. The 32k run above is the baseline.
-      XD_DECODE_STEP=two_role $BIN bench inference --shape llama-3.1-8b --batch 8 --context 4k --gen 40 \
-        --device cuda --dtype bf16 --out "$OUT/infer_decode_two_role.jsonl" 2>&1 |
-        tee "$OUT/infer_decode_two_role.log" | tail -6
+      # The one-block decode kernel (the two-role kernel is the default); the student's
+      # decode rate does not depend on the context, so 4k keeps the prefill short.
+      XD_DECODE_STEP=one_block $BIN bench inference --shape llama-3.1-8b --batch 8 --context 4k --gen 40 \
+        --device cuda --dtype bf16 --out "$OUT/infer_decode_one_block.jsonl" 2>&1 |
+        tee "$OUT/infer_decode_one_block.log" | tail -6
       $BIN bench inference --shape llama-3.1-8b --batch 1 --context 64k --gen 8 --device cuda --dtype bf16 \
         --out "$OUT/infer_prefill.jsonl" 2>&1 | tee "$OUT/infer_prefill.log" | tail -8
       row infer done $(( $(date +%s) - start )) "see infer_*.log"

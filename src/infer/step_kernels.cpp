@@ -102,7 +102,7 @@ bool fused_mixer_step_supported(const FusedMixerLayer& l, const at::Tensor& like
 
 void prepare_fused_mixer_step(FusedMixerLayer& l, int64_t batch) {
   const char* kernel = std::getenv("XD_DECODE_STEP");
-  l.two_role = kernel != nullptr && std::string(kernel) == "two_role";
+  l.two_role = kernel == nullptr || std::string(kernel) != "one_block";
   if (!l.two_role) return;
   const auto on = l.C.options();
   l.step_scratch = at::empty({xk::student_decode_step_scratch_floats(static_cast<int>(batch), static_cast<int>(l.heads),

@@ -149,10 +149,12 @@ std::pair<at::Tensor, at::Tensor> Rotary::cos_sin(int64_t start, int64_t length)
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool in_fp32) {
-  // The RoPE row kernel is opt-in (XD_ROPE_KERNEL=1) until a GPU run has checked it
-  // (InferenceGpu.RowKernelsEqualTheirAtenOperations); read per call so a test can switch it.
+  // The RoPE row kernel by default since InferenceGpu.RowKernelsEqualTheirAtenOperations
+  // passed on an H100 (2026-12-07); XD_ROPE_KERNEL=0 takes the ATen operations. Read per
+  // call so a test can switch it.
   const char* rope_kernel = std::getenv("XD_ROPE_KERNEL");
-  if (rope_kernel && std::string(rope_kernel) == "1" && use_row_kernels(x) && ops::fused_rope_supported(x, cos, sin))
+  const bool rope_off = rope_kernel != nullptr && std::string(rope_kernel) == "0";
+  if (!rope_off && use_row_kernels(x) && ops::fused_rope_supported(x, cos, sin))
     return ops::fused_rope(x, cos, sin, in_fp32);
   const int64_t half = x.size(-1) / 2;
   const at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);

@@ -214,10 +214,10 @@ at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const
 bool merge_cached_sinks(const at::Tensor& q, at::Tensor& out, at::Tensor& lse, const at::Tensor& sink_k,
                         const at::Tensor& sink_v, int64_t position0, int64_t window) {
   const int64_t ns = sink_k.size(2);
-  // Opt-in (XD_CACHED_SINKS=kernel) until a GPU run has checked this mode of the sink
-  // kernel (InferenceGpu.WindowContinueMatchesTheDenseReference runs both ways).
+  // The sink kernel by default since InferenceGpu.WindowContinueMatchesTheDenseReference
+  // (both ways) passed on an H100 (2026-12-07); XD_CACHED_SINKS=aten merges with ATen.
   const char* env = std::getenv("XD_CACHED_SINKS");
-  if (env == nullptr || std::string(env) != "kernel") return false;
+  if (env != nullptr && std::string(env) == "aten") return false;
   if (ns < 1 || ns > xk::kMaxSinks || position0 < ns || q.size(3) > xk::kMaxSinkHeadDim ||
       q.size(0) * q.size(2) > 65535 || !window_attention_cuda_supports(q.transpose(1, 2)))
     return false;

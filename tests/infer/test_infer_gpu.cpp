@@ -210,8 +210,8 @@ TEST(InferenceGpu, FusedDecodeStepEqualsTheAtenStep) {
   }
 }
 
-// The two-role decode kernel (XD_DECODE_STEP=two_role: the mLSTM half and the window
-// half of each row and head in separate blocks) runs the one-block kernel's phase
+// The two-role decode kernel (the default; the mLSTM half and the window half of
+// each row and head in separate blocks) runs the one-block kernel's phase
 // code, so its steps give the same bits, eager and replayed from a CUDA graph, over
 // rows that leave the window, fill the sinks and wrap the ring: float32, bf16 and
 // fp16, head dims 32, 64 and 128, both feature maps.
@@ -227,8 +227,9 @@ TEST(InferenceGpu, TwoRoleDecodeStepEqualsOneBlockStep) {
     std::vector<std::vector<int64_t>> prompts;
     for (int64_t n : {3, 15, 40, 100}) prompts.push_back(vec(ids_of(n, 30 + n)));
     for (bool graph : {false, true}) {
+      setenv("XD_DECODE_STEP", "one_block", 1);  // read when the engine makes its state
       infer::InferenceEngine one_block(model, 4, 160, {32, graph, true});
-      setenv("XD_DECODE_STEP", "two_role", 1);  // read when the engine makes its state
+      setenv("XD_DECODE_STEP", "two_role", 1);
       infer::InferenceEngine two_role(model, 4, 160, {32, graph, true});
       unsetenv("XD_DECODE_STEP");
       ASSERT_TRUE(one_block.uses_fused_step() && two_role.uses_fused_step());
@@ -295,7 +296,7 @@ TEST(InferenceGpu, WindowContinueMatchesTheDenseReference) {
 // (bit-identical); RMSNorm sums its squares in another order (close).
 TEST(InferenceGpu, RowKernelsEqualTheirAtenOperations) {
   REQUIRE_CUDA();
-  setenv("XD_ROPE_KERNEL", "1", 1);  // opt-in until this test has passed on a GPU
+  setenv("XD_ROPE_KERNEL", "1", 1);  // the default; set in case the environment turns it off
   torch::manual_seed(31);
   for (auto dtype : {at::kBFloat16, at::kFloat}) {
     const auto o = at::TensorOptions().device(at::kCUDA).dtype(dtype);

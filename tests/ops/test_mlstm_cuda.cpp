@@ -177,6 +177,7 @@ TEST(MlstmCuda, ScanColumnSlicesEqualOneBlockPerHead) {
                        at::kBFloat16, at::kCUDA);
     const int64_t L = c.L;
     test::MlstmFn op = [L](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, L); };
+    setenv("XD_MLSTM_SCAN_SLICES", "off", 1);
     const auto whole = test::run_with_grads(op, in, 960 + n);
     setenv("XD_MLSTM_SCAN_SLICES", "on", 1);
     const auto sliced = test::run_with_grads(op, in, 960 + n);

@@ -106,6 +106,10 @@ for part in "$@"; do
         tee "$OUT/infer_decode_one_block.log" | tail -6
       $BIN bench inference --shape llama-3.1-8b --batch 1 --context 64k --gen 8 --device cuda --dtype bf16 \
         --out "$OUT/infer_prefill.jsonl" 2>&1 | tee "$OUT/infer_prefill.log" | tail -8
+      # The same prefill with the other mLSTM forward (XD_MLSTM_FORWARD_ALT, e.g. fused).
+      [[ -z "${XD_MLSTM_FORWARD_ALT:-}" ]] || XD_MLSTM_FORWARD=$XD_MLSTM_FORWARD_ALT $BIN bench inference \
+        --shape llama-3.1-8b --batch 1 --context 64k --gen 8 --device cuda --dtype bf16 --out "$OUT/infer_prefill_alt.jsonl" \
+        2>&1 | tee "$OUT/infer_prefill_alt.log" | tail -3
       row infer done $(( $(date +%s) - start )) "see infer_*.log"
       ;;
     train)

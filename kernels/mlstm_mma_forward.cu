@@ -7,6 +7,7 @@
 // q and k, then v in k's place, and C (hi, lo) are staged in shared memory
 // (104 KB: two blocks per multiprocessor).
 #include "mlstm_mma.cuh"
+#include "mlstm_mma_chunk.cuh"
 #include "mlstm_params.h"
 
 namespace xd::kernels {
@@ -55,103 +56,20 @@ __global__ void __launch_bounds__(kThreadsFwd, 2) mma_forward_kernel(ForwardOutp
 
   const int r0 = warp * 16;
   const int ra = r0 + g, rb = r0 + g + 8;  // this lane's two rows
-  // P = scale (q k^T) o exp(row_log + col_log), causal; only key tiles j <= r0 + 15.
-  float s[8][4];
-#pragma unroll
-  for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-  for (int kk = 0; kk < kd; ++kk) {
-    uint32_t a[4];
-    mma::load_a(a, sm.q, kLd, r0, 16 * kk);
-#pragma unroll
-    for (int n = 0; n < 8; n += 2) {
-      if (8 * n > r0 + 15) break;
-      uint32_t b[4];
-      mma::load_b_nk(b, sm.kv, kLd, 8 * n, 16 * kk);
-      mma::mma_bf16(s[n], a, b[0], b[1]);
-      mma::mma_bf16(s[n + 1], a, b[2], b[3]);
-    }
-  }
-  float psum_a = 0.f, psum_b = 0.f;
-  {
-    const float la = sm.row_log[ra], lb = sm.row_log[rb];
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = 8 * n + 2 * tq + (e % 2);
-        const int row = e < 2 ? ra : rb;
-        const float x = j <= row ? s[n][e] * p.scale * expf((e < 2 ? la : lb) + sm.col_log[j]) : 0.f;
-        s[n][e] = x;
-        if (e < 2) psum_a += x; else psum_b += x;
-      }
-  }
+  float s[8][4], psum_a, psum_b;
+  mma::chunk_scores(s, psum_a, psum_b, sm.q, sm.kv, kLd, r0, kd, p.scale, sm.row_log, sm.col_log);
   state.store_split(sm.c_hi, sm.c_lo, kLd);
   __syncthreads();
-  // h = s_t q C_prev (q exact, C hi + lo).
-  float h[16][4];
-#pragma unroll
-  for (int n = 0; n < 16; ++n) h[n][0] = h[n][1] = h[n][2] = h[n][3] = 0.f;
-  for (int kk = 0; kk < kd; ++kk) {
-    uint32_t a[4];
-    mma::load_a(a, sm.q, kLd, r0, 16 * kk);
-#pragma unroll
-    for (int n = 0; n < 16; n += 2) {
-      if (n >= nv) break;
-      uint32_t bh_[4], bl[4];
-      mma::load_b_kn(bh_, sm.c_hi, kLd, 8 * n, 16 * kk);
-      mma::load_b_kn(bl, sm.c_lo, kLd, 8 * n, 16 * kk);
-      mma::mma_bf16(h[n], a, bl[0], bl[1]);
-      mma::mma_bf16(h[n], a, bh_[0], bh_[1]);
-      mma::mma_bf16(h[n + 1], a, bl[2], bl[3]);
-      mma::mma_bf16(h[n + 1], a, bh_[2], bh_[3]);
-    }
-  }
-  // q.n for rows ra, rb: the quad's 4 lanes split d.
-  float qn_a = 0.f, qn_b = 0.f;
-  for (int d = tq; d < p.Dk; d += 4) {
-    qn_a = fmaf(__bfloat162float(sm.q[ra * kLd + d]), sm.n[d], qn_a);
-    qn_b = fmaf(__bfloat162float(sm.q[rb * kLd + d]), sm.n[d], qn_b);
-  }
-#pragma unroll
-  for (int off = 1; off < 4; off <<= 1) {
-    psum_a += __shfl_xor_sync(0xffffffffu, psum_a, off);
-    psum_b += __shfl_xor_sync(0xffffffffu, psum_b, off);
-    qn_a += __shfl_xor_sync(0xffffffffu, qn_a, off);
-    qn_b += __shfl_xor_sync(0xffffffffu, qn_b, off);
-  }
-  const float sa = sm.carry[ra], sb = sm.carry[rb];
-  const float dn_a = psum_a + sa * p.scale * qn_a, dn_b = psum_b + sb * p.scale * qn_b;
-#pragma unroll
-  for (int n = 0; n < 16; ++n) {
-    h[n][0] *= sa * p.scale;
-    h[n][1] *= sa * p.scale;
-    h[n][2] *= sb * p.scale;
-    h[n][3] *= sb * p.scale;
-  }
+  float h[16][4], dn_a, dn_b;
+  mma::chunk_state_product(h, sm.q, kLd, sm.c_hi, sm.c_lo, kLd, r0, 0, kd, p.Dv);
+  mma::chunk_normaliser(h, dn_a, dn_b, psum_a, psum_b, sm.q, kLd, sm.n, sm.carry, r0, p.Dk, p.scale);
 
   __syncthreads();  // every warp is done with k
   mma::tile_async<kMaxHeadDim, kThreadsFwd>(sm.kv, kLd, v, c0, kL, p.S, p.Dv);
   mma::cp_async_commit();
   mma::cp_async_wait<0>();
   __syncthreads();
-
-  // h += P V (P hi + lo); key tiles past the warp's last row are zero.
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    if (16 * kk > r0) break;
-    uint32_t ahi[4], alo[4];
-    mma::acc_to_a_split(s[2 * kk], s[2 * kk + 1], ahi, alo);
-#pragma unroll
-    for (int n = 0; n < 16; n += 2) {
-      if (n >= nv) break;
-      uint32_t b[4];
-      mma::load_b_kn(b, sm.kv, kLd, 8 * n, 16 * kk);
-      mma::mma_bf16(h[n], alo, b[0], b[1]);
-      mma::mma_bf16(h[n], ahi, b[0], b[1]);
-      mma::mma_bf16(h[n + 1], alo, b[2], b[3]);
-      mma::mma_bf16(h[n + 1], ahi, b[2], b[3]);
-    }
-  }
+  mma::chunk_values(h, s, sm.kv, kLd, r0, 0, p.Dv);
 
   // Normalise, stage the warp's 16 rows in its own rows of the q tile, store 16 bytes a lane.
   const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
@@ -214,99 +132,20 @@ __global__ void __launch_bounds__(kThreadsFwd2, 2) mma_forward_split_kernel(Forw
 
   const int r0 = (warp % 4) * 16, half = warp / 4, e0 = 64 * half;
   const int ra = r0 + g, rb = r0 + g + 8;
-  float s[8][4];
-#pragma unroll
-  for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-  for (int kk = 0; kk < kd; ++kk) {
-    uint32_t a[4];
-    mma::load_a(a, sm.q, kLd, r0, 16 * kk);
-#pragma unroll
-    for (int n = 0; n < 8; n += 2) {
-      if (8 * n > r0 + 15) break;
-      uint32_t b[4];
-      mma::load_b_nk(b, sm.kv, kLd, 8 * n, 16 * kk);
-      mma::mma_bf16(s[n], a, b[0], b[1]);
-      mma::mma_bf16(s[n + 1], a, b[2], b[3]);
-    }
-  }
-  float psum_a = 0.f, psum_b = 0.f;
-  {
-    const float la = sm.row_log[ra], lb = sm.row_log[rb];
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int j = 8 * n + 2 * tq + (e % 2);
-        const int row = e < 2 ? ra : rb;
-        const float x = j <= row ? s[n][e] * p.scale * expf((e < 2 ? la : lb) + sm.col_log[j]) : 0.f;
-        s[n][e] = x;
-        if (e < 2) psum_a += x; else psum_b += x;
-      }
-  }
+  float s[8][4], psum_a, psum_b;
+  mma::chunk_scores(s, psum_a, psum_b, sm.q, sm.kv, kLd, r0, kd, p.scale, sm.row_log, sm.col_log);
   mma::cp_async_wait<0>();
   __syncthreads();  // C's planes are in
-  float h[8][4];
-#pragma unroll
-  for (int n = 0; n < 8; ++n) h[n][0] = h[n][1] = h[n][2] = h[n][3] = 0.f;
-  for (int kk = 0; kk < kd; ++kk) {
-    uint32_t a[4];
-    mma::load_a(a, sm.q, kLd, r0, 16 * kk);
-#pragma unroll
-    for (int n = 0; n < 8; n += 2) {
-      if (e0 + 8 * n >= p.Dv) break;
-      uint32_t bh_[4], bl[4];
-      mma::load_b_kn(bh_, sm.c_hi, kLd, e0 + 8 * n, 16 * kk);
-      mma::load_b_kn(bl, sm.c_lo, kLd, e0 + 8 * n, 16 * kk);
-      mma::mma_bf16(h[n], a, bl[0], bl[1]);
-      mma::mma_bf16(h[n], a, bh_[0], bh_[1]);
-      mma::mma_bf16(h[n + 1], a, bl[2], bl[3]);
-      mma::mma_bf16(h[n + 1], a, bh_[2], bh_[3]);
-    }
-  }
-  float qn_a = 0.f, qn_b = 0.f;
-  for (int d = tq; d < p.Dk; d += 4) {
-    qn_a = fmaf(__bfloat162float(sm.q[ra * kLd + d]), sm.n[d], qn_a);
-    qn_b = fmaf(__bfloat162float(sm.q[rb * kLd + d]), sm.n[d], qn_b);
-  }
-#pragma unroll
-  for (int off = 1; off < 4; off <<= 1) {
-    psum_a += __shfl_xor_sync(0xffffffffu, psum_a, off);
-    psum_b += __shfl_xor_sync(0xffffffffu, psum_b, off);
-    qn_a += __shfl_xor_sync(0xffffffffu, qn_a, off);
-    qn_b += __shfl_xor_sync(0xffffffffu, qn_b, off);
-  }
-  const float sa = sm.carry[ra], sb = sm.carry[rb];
-  const float dn_a = psum_a + sa * p.scale * qn_a, dn_b = psum_b + sb * p.scale * qn_b;
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    h[n][0] *= sa * p.scale;
-    h[n][1] *= sa * p.scale;
-    h[n][2] *= sb * p.scale;
-    h[n][3] *= sb * p.scale;
-  }
+  float h[8][4], dn_a, dn_b;
+  mma::chunk_state_product(h, sm.q, kLd, sm.c_hi, sm.c_lo, kLd, r0, e0, kd, p.Dv);
+  mma::chunk_normaliser(h, dn_a, dn_b, psum_a, psum_b, sm.q, kLd, sm.n, sm.carry, r0, p.Dk, p.scale);
 
   __syncthreads();  // every warp is done with k (and with q)
   mma::tile_async<kMaxHeadDim, kThreadsFwd2>(sm.kv, kLd, v, c0, kL, p.S, p.Dv);
   mma::cp_async_commit();
   mma::cp_async_wait<0>();
   __syncthreads();
-
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    if (16 * kk > r0) break;
-    uint32_t ahi[4], alo[4];
-    mma::acc_to_a_split(s[2 * kk], s[2 * kk + 1], ahi, alo);
-#pragma unroll
-    for (int n = 0; n < 8; n += 2) {
-      if (e0 + 8 * n >= p.Dv) break;
-      uint32_t b[4];
-      mma::load_b_kn(b, sm.kv, kLd, e0 + 8 * n, 16 * kk);
-      mma::mma_bf16(h[n], alo, b[0], b[1]);
-      mma::mma_bf16(h[n], ahi, b[0], b[1]);
-      mma::mma_bf16(h[n + 1], alo, b[2], b[3]);
-      mma::mma_bf16(h[n + 1], ahi, b[2], b[3]);
-    }
-  }
+  mma::chunk_values(h, s, sm.kv, kLd, r0, e0, p.Dv);
 
   // Normalise, stage this warp's 16 rows x 64 columns in the (free) q tile, store 16 bytes a lane.
   const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);

@@ -17,6 +17,7 @@
 #include <cstring>
 
 #include "mlstm_mma.cuh"
+#include "mlstm_mma_chunk.cuh"
 #include "mlstm_params.h"
 
 namespace xd::kernels {
@@ -107,88 +108,13 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
     __syncthreads();
 
     // ---- outputs of this chunk's rows ra, rb, columns e0 .. e0 + kWidth/2 of the slice
-    float s[8][4];
-#pragma unroll
-    for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-    for (int kk = 0; kk < kd; ++kk) {
-      uint32_t a[4];
-      mma::load_a(a, sm.q, kLdQk, ro, 16 * kk);
-#pragma unroll
-      for (int n = 0; n < 8; n += 2) {
-        if (8 * n > ro + 15) break;
-        uint32_t b[4];
-        mma::load_b_nk(b, sm.k, kLdQk, 8 * n, 16 * kk);
-        mma::mma_bf16(s[n], a, b[0], b[1]);
-        mma::mma_bf16(s[n + 1], a, b[2], b[3]);
-      }
-    }
-    float psum_a = 0.f, psum_b = 0.f;
-    {
-      const float la = sm.row_log[ra], lb = sm.row_log[rb];
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = 8 * n + 2 * tq + (e % 2);
-          const int row = e < 2 ? ra : rb;
-          const float x = j <= row ? s[n][e] * p.scale * expf((e < 2 ? la : lb) + sm.col_log[j]) : 0.f;
-          s[n][e] = x;
-          if (e < 2) psum_a += x; else psum_b += x;
-        }
-    }
-    float h[kHalfTiles][4];
-#pragma unroll
-    for (int n = 0; n < kHalfTiles; ++n) h[n][0] = h[n][1] = h[n][2] = h[n][3] = 0.f;
-    for (int kk = 0; kk < kd; ++kk) {
-      uint32_t a[4];
-      mma::load_a(a, sm.q, kLdQk, ro, 16 * kk);
-#pragma unroll
-      for (int n = 0; n < kHalfTiles; n += 2) {
-        uint32_t bh_[4], bl[4];
-        mma::load_b_kn(bh_, sm.c_hi, kLdV, e0 + 8 * n, 16 * kk);
-        mma::load_b_kn(bl, sm.c_lo, kLdV, e0 + 8 * n, 16 * kk);
-        mma::mma_bf16(h[n], a, bl[0], bl[1]);
-        mma::mma_bf16(h[n], a, bh_[0], bh_[1]);
-        mma::mma_bf16(h[n + 1], a, bl[2], bl[3]);
-        mma::mma_bf16(h[n + 1], a, bh_[2], bh_[3]);
-      }
-    }
-    float qn_a = 0.f, qn_b = 0.f;
-    for (int d = tq; d < p.Dk; d += 4) {
-      qn_a = fmaf(__bfloat162float(sm.q[ra * kLdQk + d]), sm.n[d], qn_a);
-      qn_b = fmaf(__bfloat162float(sm.q[rb * kLdQk + d]), sm.n[d], qn_b);
-    }
-#pragma unroll
-    for (int off = 1; off < 4; off <<= 1) {
-      psum_a += __shfl_xor_sync(0xffffffffu, psum_a, off);
-      psum_b += __shfl_xor_sync(0xffffffffu, psum_b, off);
-      qn_a += __shfl_xor_sync(0xffffffffu, qn_a, off);
-      qn_b += __shfl_xor_sync(0xffffffffu, qn_b, off);
-    }
-    const float sa = sm.carry[ra] * p.scale, sb = sm.carry[rb] * p.scale;
-    const float dn_a = psum_a + sa * qn_a, dn_b = psum_b + sb * qn_b;
-#pragma unroll
-    for (int n = 0; n < kHalfTiles; ++n) {
-      h[n][0] *= sa;
-      h[n][1] *= sa;
-      h[n][2] *= sb;
-      h[n][3] *= sb;
-    }
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      if (16 * kk > ro) break;
-      uint32_t ahi[4], alo[4];
-      mma::acc_to_a_split(s[2 * kk], s[2 * kk + 1], ahi, alo);
-#pragma unroll
-      for (int n = 0; n < kHalfTiles; n += 2) {
-        uint32_t b[4];
-        mma::load_b_kn(b, sm.v, kLdV, e0 + 8 * n, 16 * kk);
-        mma::mma_bf16(h[n], alo, b[0], b[1]);
-        mma::mma_bf16(h[n], ahi, b[0], b[1]);
-        mma::mma_bf16(h[n + 1], alo, b[2], b[3]);
-        mma::mma_bf16(h[n + 1], ahi, b[2], b[3]);
-      }
-    }
+    // (all of them: past Dv the slice's tiles are zero, and a runtime limit spills)
+    float s[8][4], psum_a, psum_b;
+    mma::chunk_scores(s, psum_a, psum_b, sm.q, sm.k, kLdQk, ro, kd, p.scale, sm.row_log, sm.col_log);
+    float h[kHalfTiles][4], dn_a, dn_b;
+    mma::chunk_state_product(h, sm.q, kLdQk, sm.c_hi, sm.c_lo, kLdV, ro, e0, kd, kWidth);
+    mma::chunk_normaliser(h, dn_a, dn_b, psum_a, psum_b, sm.q, kLdQk, sm.n, sm.carry, ro, p.Dk, p.scale);
+    mma::chunk_values(h, s, sm.v, kLdV, ro, e0, kWidth);
 
     // ---- the state update: C_k = decay C_{k-1} + k^T (w o V) (w o V split hi + lo)
     if (state_rows) {
@@ -196,41 +122,12 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
       for (int n = 0; n < kWidth / 8; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[n][e] *= decay;
-#pragma unroll
-      for (int kk = 0; kk < kL / 16; ++kk) {
-        uint32_t a[4];
-        mma::load_a_trans(a, sm.k, kLdQk, r0, 16 * kk);
-        const int k0 = 16 * kk + 2 * tq;
-        const float w0 = sm.key_w[k0], w1 = sm.key_w[k0 + 1], w8 = sm.key_w[k0 + 8], w9 = sm.key_w[k0 + 9];
-#pragma unroll
-        for (int n = 0; n < kWidth / 8; n += 2) {
-          uint32_t b[4];
-          mma::load_b_kn(b, sm.v, kLdV, 8 * n, 16 * kk);
-          uint32_t hi[4], lo[4];
-#pragma unroll
-          for (int e = 0; e < 4; e += 2) {
-            const float2 x = mma::unpack(b[e]), y = mma::unpack(b[e + 1]);
-            mma::split2(x.x * w0, x.y * w1, hi[e], lo[e]);
-            mma::split2(y.x * w8, y.y * w9, hi[e + 1], lo[e + 1]);
-          }
-          mma::mma_bf16(acc[n], a, lo[0], lo[1]);
-          mma::mma_bf16(acc[n], a, hi[0], hi[1]);
-          mma::mma_bf16(acc[n + 1], a, lo[2], lo[3]);
-          mma::mma_bf16(acc[n + 1], a, hi[2], hi[3]);
-        }
-      }
+      mma::chunk_state_update(acc, sm.k, kLdQk, sm.v, kLdV, sm.key_w, 1.f, r0, kWidth);
     }
     __syncthreads();  // every warp is done with q, k, v, C's planes and n_{k-1}
 
     // ---- n_k, and this chunk's outputs staged in the (free) q tile, 16 bytes a lane
-    if (tid < p.Dk) {
-      float x[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll 4
-      for (int t = 0; t < kL; t += 4)
-#pragma unroll
-        for (int u = 0; u < 4; ++u) x[u] = fmaf(sm.key_w[t + u], __bfloat162float(sm.k[(t + u) * kLdQk + tid]), x[u]);
-      sm.n[tid] = fmaf(sm.n[tid], decay, (x[0] + x[1]) + (x[2] + x[3]));
-    }
+    if (tid < p.Dk) mma::chunk_vec_update(sm.n, tid, sm.k, kLdQk, sm.key_w, decay, 1.f);
     const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
     const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
 #pragma unroll

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "mlstm_mma.cuh"
+#include "mlstm_mma_chunk.cuh"
 #include "mlstm_params.h"
 
 namespace xd::kernels {
@@ -132,46 +133,11 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
       for (int n = 0; n < 16; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[n][e] *= decay;
-      const bf16* rows = sm.rows[buf];
-      const bf16* cols = sm.cols[buf];
-      const float* rw = sm.row_w[buf];
-#pragma unroll
-      for (int kk = 0; kk < kL / 16; ++kk) {
-        uint32_t a[4];
-        mma::load_a_trans(a, rows, kLdRows, r0, 16 * kk);
-        const int k0 = 16 * kk + 2 * tq;
-        const float w0 = rw[k0] * p.row_scale, w1 = rw[k0 + 1] * p.row_scale, w8 = rw[k0 + 8] * p.row_scale,
-                    w9 = rw[k0 + 9] * p.row_scale;
-#pragma unroll
-        for (int n = 0; n < 16; n += 2) {
-          if (8 * n >= width || c0 + 8 * n >= p.Dv) break;
-          uint32_t b[4];
-          mma::load_b_kn(b, cols, kLdCols, 8 * n, 16 * kk);
-          uint32_t hi[4], lo[4];
-#pragma unroll
-          for (int e = 0; e < 4; e += 2) {
-            const float2 x = mma::unpack(b[e]), y = mma::unpack(b[e + 1]);
-            mma::split2(x.x * w0, x.y * w1, hi[e], lo[e]);
-            mma::split2(y.x * w8, y.y * w9, hi[e + 1], lo[e + 1]);
-          }
-          mma::mma_bf16(acc[n], a, lo[0], lo[1]);
-          mma::mma_bf16(acc[n], a, hi[0], hi[1]);
-          mma::mma_bf16(acc[n + 1], a, lo[2], lo[3]);
-          mma::mma_bf16(acc[n + 1], a, hi[2], hi[3]);
-        }
-      }
+      mma::chunk_state_update(acc, sm.rows[buf], kLdRows, sm.cols[buf], kLdCols, sm.row_w[buf], p.row_scale, r0,
+                              min(width, p.Dv - c0));
     }
     (void)ksteps_rows;
-    if (tid < p.Dk) {
-      const bf16* rows = sm.rows[buf];
-      const float* vw = sm.vec_w[buf];
-      float x[4] = {0.f, 0.f, 0.f, 0.f};  // four independent chains: the loop is latency-bound
-#pragma unroll 4
-      for (int t = 0; t < kL; t += 4)
-#pragma unroll
-        for (int u = 0; u < 4; ++u) x[u] = fmaf(vw[t + u], __bfloat162float(rows[(t + u) * kLdRows + tid]), x[u]);
-      sm.vec[tid] = fmaf(sm.vec[tid], decay, p.row_scale * ((x[0] + x[1]) + (x[2] + x[3])));
-    }
+    if (tid < p.Dk) mma::chunk_vec_update(sm.vec, tid, sm.rows[buf], kLdRows, sm.vec_w[buf], decay, p.row_scale);
     __syncthreads();  // buffers free for the load two steps ahead
   }
   store_state(p.final_mat + bh * mat);

@@ -13,6 +13,10 @@
 //     exp(-m_t)) + eps;
 //   - then C_k = decay C_{k-1} + k^T (w o V), n_k = decay n_{k-1} + k^T w.
 // Every block recomputes S for its rows and n (the slices of one head share them).
+// kOverlap (FusedForwardParams::overlap_loads): the next chunk's copies are issued as
+// soon as every warp is done with this chunk's tiles, and this chunk's outputs are
+// staged in C's (then free) planes, so the copies fly while the outputs are stored and
+// the next C is written; n and the tables are double-buffered for it.
 #include <cstdlib>
 #include <cstring>
 
@@ -36,11 +40,11 @@ struct FusedSmem {
   bf16 v[kL * kLdV];
   bf16 c_hi[kMaxHeadDim * kLdV];
   bf16 c_lo[kMaxHeadDim * kLdV];
-  float n[kMaxHeadDim];
-  float row_log[kL], col_log[kL], carry[kL], floor_[kL], key_w[kL];
+  float n[2][kMaxHeadDim];
+  float row_log[2][kL], col_log[2][kL], carry[2][kL], floor_[2][kL], key_w[2][kL];
 };
 
-template <int kWidth>
+template <int kWidth, bool kOverlap>
 __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(FusedForwardParams p) {
   static_assert(kWidth % 32 == 0 && kWidth <= kMaxHeadDim, "a slice is two halves of whole 16-column tiles");
   constexpr int kLdV = FusedSmem<kWidth>::kLdV;
@@ -70,26 +74,34 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
       const int d = r0 + g + (e / 2) * 8, col = col0 + 8 * n + 2 * tq + (e % 2);
       acc[n][e] = (p.init_mat && d < p.Dk && col < p.Dv) ? p.init_mat[bh * mat + (size_t)d * p.Dv + col] : 0.f;
     }
-  if (tid < kMaxHeadDim) sm.n[tid] = (p.init_vec && tid < p.Dk) ? p.init_vec[(size_t)bh * p.Dk + tid] : 0.f;
+  if (tid < kMaxHeadDim) sm.n[0][tid] = (p.init_vec && tid < p.Dk) ? p.init_vec[(size_t)bh * p.Dk + tid] : 0.f;
 
-  for (int chunk = 0; chunk < p.NC; ++chunk) {
-    const int t0 = chunk * kL;
-    const size_t pos = (size_t)bh * p.S_pad + t0;
+  // The copies of chunk c's q, k, v slice (cp.async) and its tables (into buffer buf).
+  auto issue = [&](int c, int buf) {
+    const int t0 = c * kL;
     mma::tile_async<kMaxHeadDim, kThreadsFused>(sm.q, kLdQk, q, t0, kL, p.S, p.Dk);
     mma::tile_async<kMaxHeadDim, kThreadsFused>(sm.k, kLdQk, k, t0, kL, p.S, p.Dk);
     for (int idx = tid; idx < kL * (kWidth / 8); idx += kThreadsFused) {
-      const int t = idx / (kWidth / 8), c = (idx % (kWidth / 8)) * 8;
-      const bool valid = t0 + t < p.S && col0 + c < p.Dv;
-      mma::cp_async16(sm.v + t * kLdV + c, valid ? v + (size_t)(t0 + t) * p.Dv + col0 + c : v, valid);
+      const int t = idx / (kWidth / 8), col = (idx % (kWidth / 8)) * 8;
+      const bool valid = t0 + t < p.S && col0 + col < p.Dv;
+      mma::cp_async16(sm.v + t * kLdV + col, valid ? v + (size_t)(t0 + t) * p.Dv + col0 + col : v, valid);
     }
     mma::cp_async_commit();
     if (tid < kL) {
-      sm.row_log[tid] = p.row_log[pos + tid];
-      sm.col_log[tid] = p.col_log[pos + tid];
-      sm.carry[tid] = p.carry_w[pos + tid];
-      sm.floor_[tid] = expf(-p.m_pos[pos + tid]);
-      sm.key_w[tid] = p.key_w[pos + tid];
+      const size_t pos = (size_t)bh * p.S_pad + t0 + tid;
+      sm.row_log[buf][tid] = p.row_log[pos];
+      sm.col_log[buf][tid] = p.col_log[pos];
+      sm.carry[buf][tid] = p.carry_w[pos];
+      sm.floor_[buf][tid] = expf(-p.m_pos[pos]);
+      sm.key_w[buf][tid] = p.key_w[pos];
     }
+  };
+
+  if (kOverlap) issue(0, 0);
+  for (int chunk = 0; chunk < p.NC; ++chunk) {
+    const int t0 = chunk * kL;
+    const int buf = kOverlap ? chunk & 1 : 0, next = kOverlap ? buf ^ 1 : 0;
+    if (!kOverlap) issue(chunk, 0);
     const float decay = p.decay[(size_t)bh * p.NC + chunk];
     // C_{k-1} as bf16 hi + lo planes, the B operand of q C.
 #pragma unroll
@@ -110,10 +122,10 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
     // ---- outputs of this chunk's rows ra, rb, columns e0 .. e0 + kWidth/2 of the slice
     // (all of them: past Dv the slice's tiles are zero, and a runtime limit spills)
     float s[8][4], psum_a, psum_b;
-    mma::chunk_scores(s, psum_a, psum_b, sm.q, sm.k, kLdQk, ro, kd, p.scale, sm.row_log, sm.col_log);
+    mma::chunk_scores(s, psum_a, psum_b, sm.q, sm.k, kLdQk, ro, kd, p.scale, sm.row_log[buf], sm.col_log[buf]);
     float h[kHalfTiles][4], dn_a, dn_b;
     mma::chunk_state_product(h, sm.q, kLdQk, sm.c_hi, sm.c_lo, kLdV, ro, e0, kd, kWidth);
-    mma::chunk_normaliser(h, dn_a, dn_b, psum_a, psum_b, sm.q, kLdQk, sm.n, sm.carry, ro, p.Dk, p.scale);
+    mma::chunk_normaliser(h, dn_a, dn_b, psum_a, psum_b, sm.q, kLdQk, sm.n[buf], sm.carry[buf], ro, p.Dk, p.scale);
     mma::chunk_values(h, s, sm.v, kLdV, ro, e0, kWidth);
 
     // ---- the state update: C_k = decay C_{k-1} + k^T (w o V) (w o V split hi + lo)
@@ -122,19 +134,34 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
       for (int n = 0; n < kWidth / 8; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[n][e] *= decay;
-      mma::chunk_state_update(acc, sm.k, kLdQk, sm.v, kLdV, sm.key_w, 1.f, r0, kWidth);
+      mma::chunk_state_update(acc, sm.k, kLdQk, sm.v, kLdV, sm.key_w[buf], 1.f, r0, kWidth);
+    }
+    if (kOverlap) {  // n_k into the other buffer while the other warps still read n_{k-1}
+      if (tid < p.Dk) {
+        sm.n[next][tid] = sm.n[buf][tid];
+        mma::chunk_vec_update(sm.n[next], tid, sm.k, kLdQk, sm.key_w[buf], decay, 1.f);
+      }
     }
     __syncthreads();  // every warp is done with q, k, v, C's planes and n_{k-1}
 
-    // ---- n_k, and this chunk's outputs staged in the (free) q tile, 16 bytes a lane
-    if (tid < p.Dk) mma::chunk_vec_update(sm.n, tid, sm.k, kLdQk, sm.key_w, decay, 1.f);
-    const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
-    const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
+    // ---- this chunk's outputs staged (q's tile, or C's planes while the next copies
+    // fly into q), 16 bytes a lane; n_k in place without kOverlap
+    bf16* stage = sm.q;
+    int ld_stage = kLdQk;
+    if (kOverlap) {
+      if (chunk + 1 < p.NC) issue(chunk + 1, next);
+      stage = sm.c_hi;
+      ld_stage = kLdV;
+    } else if (tid < p.Dk) {
+      mma::chunk_vec_update(sm.n[0], tid, sm.k, kLdQk, sm.key_w[0], decay, 1.f);
+    }
+    const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[buf][ra]) + p.eps);
+    const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[buf][rb]) + p.eps);
 #pragma unroll
     for (int n = 0; n < kHalfTiles; ++n) {
       const int col = e0 + 8 * n + 2 * tq;
-      *reinterpret_cast<uint32_t*>(sm.q + ra * kLdQk + col) = mma::pack(h[n][0] * inv_a, h[n][1] * inv_a);
-      *reinterpret_cast<uint32_t*>(sm.q + rb * kLdQk + col) = mma::pack(h[n][2] * inv_b, h[n][3] * inv_b);
+      *reinterpret_cast<uint32_t*>(stage + ra * ld_stage + col) = mma::pack(h[n][0] * inv_a, h[n][1] * inv_a);
+      *reinterpret_cast<uint32_t*>(stage + rb * ld_stage + col) = mma::pack(h[n][2] * inv_b, h[n][3] * inv_b);
     }
     __syncwarp();
     constexpr int kVecs = kWidth / 16;  // 16-byte vectors per row of a half slice
@@ -142,13 +169,13 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
       const int r = ro + idx / kVecs, c = e0 + (idx % kVecs) * 8;
       if (t0 + r < p.S && col0 + c < p.Dv)
         *reinterpret_cast<uint4*>(out + (size_t)(t0 + r) * p.Dv + col0 + c) =
-            *reinterpret_cast<const uint4*>(sm.q + r * kLdQk + c);
+            *reinterpret_cast<const uint4*>(stage + r * ld_stage + c);
     }
     if (first_slice && e0 == 0 && tq == 0) {
       if (t0 + ra < p.S) p.dn[(size_t)bh * p.S + t0 + ra] = dn_a;
       if (t0 + rb < p.S) p.dn[(size_t)bh * p.S + t0 + rb] = dn_b;
     }
-    __syncthreads();  // the tiles are free for the next chunk's copies; n_k is final
+    __syncthreads();  // the staging is read before C's planes are rewritten; n_k is final
   }
 
   if (state_rows) {
@@ -162,14 +189,15 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
               make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
       }
   }
-  if (first_slice && tid < p.Dk) p.final_vec[(size_t)bh * p.Dk + tid] = sm.n[tid];
+  if (first_slice && tid < p.Dk) p.final_vec[(size_t)bh * p.Dk + tid] = sm.n[kOverlap ? p.NC & 1 : 0][tid];
 }
 
-template <int kWidth>
+template <int kWidth, bool kOverlap>
 void launch(const FusedForwardParams& p, cudaStream_t stream) {
   const size_t smem = sizeof(FusedSmem<kWidth>);
-  cudaFuncSetAttribute(mma_fused_forward_kernel<kWidth>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  mma_fused_forward_kernel<kWidth><<<dim3((p.Dv + kWidth - 1) / kWidth, p.BH), kThreadsFused, smem, stream>>>(p);
+  auto kernel = mma_fused_forward_kernel<kWidth, kOverlap>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  kernel<<<dim3((p.Dv + kWidth - 1) / kWidth, p.BH), kThreadsFused, smem, stream>>>(p);
 }
 
 }  // namespace
@@ -184,8 +212,9 @@ void mlstm_fused_forward_mma(const FusedForwardParams& p, cudaStream_t stream) {
     cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
     return n;
   }();
-  if ((long long)p.BH * ((p.Dv + 63) / 64) < 2LL * sms) launch<32>(p, stream);
-  else launch<64>(p, stream);
+  const bool narrow = (long long)p.BH * ((p.Dv + 63) / 64) < 2LL * sms;
+  if (p.overlap_loads) narrow ? launch<32, true>(p, stream) : launch<64, true>(p, stream);
+  else narrow ? launch<32, false>(p, stream) : launch<64, false>(p, stream);
 }
 
 }  // namespace xd::kernels

@@ -127,6 +127,7 @@ struct FusedForwardParams {
   float* final_vec;  // [BH,Dk]
   float eps;
   int BH, S, S_pad, L, NC, Dk, Dv;
+  bool overlap_loads;  // issue the next chunk's copies before this chunk's outputs are stored
 };
 
 // Sequential per head: the forget-gate gradient (reverse cumulative sum) and the

@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
   struct Variant { const char* name; int64_t L; const char* kernels; const char* forward; };
   const bool with_fma = std::getenv("XD_BENCH_FMA") && std::string(std::getenv("XD_BENCH_FMA")) == "1";
   std::vector<Variant> variants{Variant{"xd_mlstm_tensor_cores", 64, "", ""},
-                                Variant{"xd_mlstm_tensor_cores_fused_forward", 64, "", "fused"}};
+                                Variant{"xd_mlstm_tensor_cores_fused_forward", 64, "", "fused"},
+                                Variant{"xd_mlstm_tensor_cores_fused_forward_overlap", 64, "", "fused_overlap"}};
   if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", 64, "fma", ""});
   if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_split_states", 64, "", "split_states"});
   for (const Variant& var : variants) {

@@ -62,11 +62,14 @@ bool split_forward_states() {
 }
 
 // XD_MLSTM_FORWARD=fused: the scan and the outputs in one kernel
-// (kernels/mlstm_mma_fused_forward.cu), the chunk states kept on chip. Opt-in until
-// a GPU run has checked it against the float64 oracle (MlstmCuda.FusedForward*).
-bool fused_forward() {
+// (kernels/mlstm_mma_fused_forward.cu), the chunk states kept on chip;
+// =fused_overlap the same with the next chunk's copies issued early. Opt-in until a
+// GPU run has checked them against the float64 oracle (MlstmCuda.FusedForward*).
+bool fused_forward(bool* overlap) {
   const char* env = std::getenv("XD_MLSTM_FORWARD");
-  return env && std::string(env) == "fused";
+  const std::string choice = env ? env : "";
+  *overlap = choice == "fused_overlap";
+  return choice == "fused" || *overlap;
 }
 
 // XD_MLSTM_GATE=sequential selects the one-thread-per-head gate kernel.
@@ -229,7 +232,7 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
 struct FusedForwardOut { at::Tensor h, dn, C, n; };
 
 FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const GateTables& t, const at::Tensor& C0, const at::Tensor& n0) {
+                                  const GateTables& t, const at::Tensor& C0, const at::Tensor& n0, bool overlap) {
   const auto o = q.options().dtype(at::kFloat);
   FusedForwardOut out{at::empty({dm.B, dm.H, dm.S, dm.Dv}, v.options()), at::empty({dm.BH(), dm.S}, o),
                       at::empty({dm.BH(), dm.Dk, dm.Dv}, o), at::empty({dm.BH(), dm.Dk}, o)};
@@ -252,6 +255,7 @@ FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at:
   p.final_vec = out.n.data_ptr<float>();
   p.eps = static_cast<float>(kMlstmEps);
   set_geometry(p, dm, t, 64);
+  p.overlap_loads = overlap;
   xk::mlstm_fused_forward_mma(p, at::cuda::getCurrentCUDAStream());
   check_mlstm_launch("fused_forward");
   return out;
@@ -274,8 +278,9 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     const Path path = path_for(q, v);
     if (path == Path::Mma) L = 64;  // the tensor-core kernels' chunk (same function, any chunk)
     const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L, path != Path::Mma);
-    if (path == Path::Mma && fused_forward()) {
-      auto out = fused_forward_mma(dm, q, k, v, t, flat_f32(C0, BH), flat_f32(n0, BH));
+    bool overlap = false;
+    if (path == Path::Mma && fused_forward(&overlap)) {
+      auto out = fused_forward_mma(dm, q, k, v, t, flat_f32(C0, BH), flat_f32(n0, BH), overlap);
       ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, out.h, out.dn});
       return {out.h, out.C.view({dm.B, dm.H, dm.Dk, dm.Dv}), out.n.view({dm.B, dm.H, dm.Dk}),
               t.m_final.view({dm.B, dm.H})};

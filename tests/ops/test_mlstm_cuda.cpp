@@ -142,15 +142,19 @@ TEST(MlstmCuda, BFloat16SplitStatesForwardMatchesFloat64Oracle) {
   unsetenv("XD_MLSTM_FORWARD");
 }
 
-// The one-kernel bf16 forward (XD_MLSTM_FORWARD=fused): every case takes 32-column
-// slices (few heads); B H = 140 and 160 take 64-column slices, Dv = 96 a partial last one.
+// The one-kernel bf16 forward (XD_MLSTM_FORWARD=fused, and =fused_overlap with the
+// next chunk's copies issued early): every case takes 32-column slices (few heads);
+// B H = 140 and 160 take 64-column slices, Dv = 96 a partial last one.
 TEST(MlstmCuda, FusedForwardMatchesFloat64Oracle) {
   XD_REQUIRE_CUDA();
-  setenv("XD_MLSTM_FORWARD", "fused", 1);
   std::vector<Case> cases = kCases;
   cases.push_back({2, 70, 130, 128, 128, true, 64});
   cases.push_back({2, 80, 100, 64, 96, false, 64});
-  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1000 + n);
+  for (const char* variant : {"fused", "fused_overlap"}) {
+    setenv("XD_MLSTM_FORWARD", variant, 1);
+    std::cout << "XD_MLSTM_FORWARD=" << variant << "\n";
+    for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1000 + n);
+  }
   unsetenv("XD_MLSTM_FORWARD");
 }
 

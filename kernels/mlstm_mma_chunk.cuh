@@ -9,6 +9,8 @@
 // and the state update shared with the scan (mlstm_mma_scan.cu):
 //   chunk_state_update  X[r0.., :] += rows^T (w o cols) over the chunk's 64 positions
 //   chunk_vec_update    x <- decay x + rows^T w
+// and the end of a chunk:
+//   store_rows          h / den (or its bf16 rounding residue) staged and stored
 // Tiles are bf16 [row][ld] in shared memory; col_limit is how many columns exist from
 // the tile's column 0 (Dv, or what is left of it in a slice): later 8-column tiles
 // are skipped.
@@ -119,6 +121,39 @@ __device__ __forceinline__ void chunk_values(float (&h)[kTiles][4], const float 
       mma_bf16(h[n + 1], alo, b[2], b[3]);
       mma_bf16(h[n + 1], ahi, b[2], b[3]);
     }
+  }
+}
+
+// The warp's rows ro..ro+15, columns e0 + 8n (below col_limit) of h / den, or with
+// `residue` of h / den - bf16(h / den) (the backward's dh.h cancels where |q~.n| does,
+// so it needs more of h than a bf16 output keeps), staged in the warp's own rows of
+// `stage` and stored 16 bytes a lane to out[r * ld_out + c] for rows r < rows_left.
+template <int kTiles>
+__device__ __forceinline__ void store_rows(const float (&h)[kTiles][4], float inv_a, float inv_b, bool residue,
+                                           bf16* stage, int ld_stage, int ro, int e0, int col_limit, bf16* out,
+                                           int ld_out, int rows_left) {
+  const int lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4, ra = ro + g, rb = ra + 8;
+  __syncwarp();  // the warp's earlier reads of these rows are done
+#pragma unroll
+  for (int n = 0; n < kTiles; ++n) {
+    if (e0 + 8 * n >= col_limit) break;
+    const int col = e0 + 8 * n + 2 * tq;
+    const float x0 = h[n][0] * inv_a, x1 = h[n][1] * inv_a, x2 = h[n][2] * inv_b, x3 = h[n][3] * inv_b;
+    uint32_t a = pack(x0, x1), b = pack(x2, x3);
+    if (residue) {
+      const float2 ah = unpack(a), bh = unpack(b);
+      a = pack(x0 - ah.x, x1 - ah.y);
+      b = pack(x2 - bh.x, x3 - bh.y);
+    }
+    *reinterpret_cast<uint32_t*>(stage + ra * ld_stage + col) = a;
+    *reinterpret_cast<uint32_t*>(stage + rb * ld_stage + col) = b;
+  }
+  __syncwarp();
+  const int vecs = max(0, min(8 * kTiles, col_limit - e0)) / 8;
+  for (int idx = lane; idx < 16 * vecs; idx += 32) {
+    const int r = ro + idx / vecs, c = e0 + (idx % vecs) * 8;
+    if (r < rows_left)
+      *reinterpret_cast<uint4*>(out + (size_t)r * ld_out + c) = *reinterpret_cast<const uint4*>(stage + r * ld_stage + c);
   }
 }
 

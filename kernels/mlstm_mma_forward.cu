@@ -74,22 +74,10 @@ __global__ void __launch_bounds__(kThreadsFwd, 2) mma_forward_kernel(ForwardOutp
   // Normalise, stage the warp's 16 rows in its own rows of the q tile, store 16 bytes a lane.
   const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
   const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
-  __syncwarp();
-#pragma unroll
-  for (int n = 0; n < 16; ++n) {
-    if (n >= nv) break;
-    const int col = 8 * n + 2 * tq;
-    *reinterpret_cast<uint32_t*>(sm.q + ra * kLd + col) = mma::pack(h[n][0] * inv_a, h[n][1] * inv_a);
-    *reinterpret_cast<uint32_t*>(sm.q + rb * kLd + col) = mma::pack(h[n][2] * inv_b, h[n][3] * inv_b);
-  }
-  __syncwarp();
-  bf16* out = static_cast<bf16*>(p.h) + (size_t)bh * p.S * p.Dv;
-  const int vecs = p.Dv / 8;
-  for (int idx = lane; idx < 16 * vecs; idx += 32) {
-    const int r = r0 + idx / vecs, c = (idx % vecs) * 8;
-    if (c0 + r < p.S)
-      *reinterpret_cast<uint4*>(out + (size_t)(c0 + r) * p.Dv + c) = *reinterpret_cast<const uint4*>(sm.q + r * kLd + c);
-  }
+  const size_t tile = ((size_t)bh * p.S + c0) * p.Dv;
+  mma::store_rows(h, inv_a, inv_b, false, sm.q, kLd, r0, 0, p.Dv, static_cast<bf16*>(p.h) + tile, p.Dv, p.S - c0);
+  if (p.h_lo)
+    mma::store_rows(h, inv_a, inv_b, true, sm.q, kLd, r0, 0, p.Dv, static_cast<bf16*>(p.h_lo) + tile, p.Dv, p.S - c0);
   if (tq == 0) {
     if (c0 + ra < p.S) p.dn[(size_t)bh * p.S + c0 + ra] = dn_a;
     if (c0 + rb < p.S) p.dn[(size_t)bh * p.S + c0 + rb] = dn_b;
@@ -150,21 +138,10 @@ __global__ void __launch_bounds__(kThreadsFwd2, 2) mma_forward_split_kernel(Forw
   // Normalise, stage this warp's 16 rows x 64 columns in the (free) q tile, store 16 bytes a lane.
   const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
   const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    const int col = e0 + 8 * n + 2 * tq;
-    if (col >= p.Dv) break;
-    *reinterpret_cast<uint32_t*>(sm.q + ra * kLd + col) = mma::pack(h[n][0] * inv_a, h[n][1] * inv_a);
-    *reinterpret_cast<uint32_t*>(sm.q + rb * kLd + col) = mma::pack(h[n][2] * inv_b, h[n][3] * inv_b);
-  }
-  __syncwarp();
-  bf16* out = static_cast<bf16*>(p.h) + (size_t)bh * p.S * p.Dv;
-  const int vecs = max(0, min(64, p.Dv - e0)) / 8;
-  for (int idx = lane; idx < 16 * vecs; idx += 32) {
-    const int r = r0 + idx / vecs, c = e0 + (idx % vecs) * 8;
-    if (c0 + r < p.S)
-      *reinterpret_cast<uint4*>(out + (size_t)(c0 + r) * p.Dv + c) = *reinterpret_cast<const uint4*>(sm.q + r * kLd + c);
-  }
+  const size_t tile = ((size_t)bh * p.S + c0) * p.Dv;
+  mma::store_rows(h, inv_a, inv_b, false, sm.q, kLd, r0, e0, p.Dv, static_cast<bf16*>(p.h) + tile, p.Dv, p.S - c0);
+  if (p.h_lo)
+    mma::store_rows(h, inv_a, inv_b, true, sm.q, kLd, r0, e0, p.Dv, static_cast<bf16*>(p.h_lo) + tile, p.Dv, p.S - c0);
   if (tq == 0 && half == 0) {
     if (c0 + ra < p.S) p.dn[(size_t)bh * p.S + c0 + ra] = dn_a;
     if (c0 + rb < p.S) p.dn[(size_t)bh * p.S + c0 + rb] = dn_b;

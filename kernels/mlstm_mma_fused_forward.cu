@@ -57,7 +57,6 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
   const bf16* q = static_cast<const bf16*>(p.q) + (size_t)bh * p.S * p.Dk;
   const bf16* k = static_cast<const bf16*>(p.k) + (size_t)bh * p.S * p.Dk;
   const bf16* v = static_cast<const bf16*>(p.v) + (size_t)bh * p.S * p.Dv;
-  bf16* out = static_cast<bf16*>(p.h) + (size_t)bh * p.S * p.Dv;
   const size_t mat = (size_t)p.Dk * p.Dv;
   const int kd = (p.Dk + 15) / 16;
   // The state rows of this warp (update), and the query rows and columns it outputs.
@@ -157,20 +156,12 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
     }
     const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[buf][ra]) + p.eps);
     const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[buf][rb]) + p.eps);
-#pragma unroll
-    for (int n = 0; n < kHalfTiles; ++n) {
-      const int col = e0 + 8 * n + 2 * tq;
-      *reinterpret_cast<uint32_t*>(stage + ra * ld_stage + col) = mma::pack(h[n][0] * inv_a, h[n][1] * inv_a);
-      *reinterpret_cast<uint32_t*>(stage + rb * ld_stage + col) = mma::pack(h[n][2] * inv_b, h[n][3] * inv_b);
-    }
-    __syncwarp();
-    constexpr int kVecs = kWidth / 16;  // 16-byte vectors per row of a half slice
-    for (int idx = lane; idx < 16 * kVecs; idx += 32) {
-      const int r = ro + idx / kVecs, c = e0 + (idx % kVecs) * 8;
-      if (t0 + r < p.S && col0 + c < p.Dv)
-        *reinterpret_cast<uint4*>(out + (size_t)(t0 + r) * p.Dv + col0 + c) =
-            *reinterpret_cast<const uint4*>(stage + r * ld_stage + c);
-    }
+    const size_t tile = ((size_t)bh * p.S + t0) * p.Dv + col0;
+    mma::store_rows(h, inv_a, inv_b, false, stage, ld_stage, ro, e0, p.Dv - col0, static_cast<bf16*>(p.h) + tile, p.Dv,
+                    p.S - t0);
+    if (p.h_lo)
+      mma::store_rows(h, inv_a, inv_b, true, stage, ld_stage, ro, e0, p.Dv - col0, static_cast<bf16*>(p.h_lo) + tile,
+                      p.Dv, p.S - t0);
     if (first_slice && e0 == 0 && tq == 0) {
       if (t0 + ra < p.S) p.dn[(size_t)bh * p.S + t0 + ra] = dn_a;
       if (t0 + rb < p.S) p.dn[(size_t)bh * p.S + t0 + rb] = dn_b;

@@ -63,11 +63,10 @@ struct ForwardOutputParams {
   bool split_states;  // mlstm_forward_output_mma: states in the scan's split-bf16 layout (faster kernel)
   const float* row_log_lo;  // null or GateTablesParams' residues (FMA kernels only)
   const float* col_log_lo;
-  // Null, or [BH,S]: the forget gate's log-gradient from the pairs its decay spans
-  // (mlstm_backward_chunk.cu, FMA kernels only), read by the gate backward in place of
-  // the reverse cumulative sum of q~.dq~ - k.dk; decay is GateTablesParams' [BH,NC].
-  float* dlf_cross;
-  const float* decay;
+  // Null, or [BH,S,Dv] like h: h's bf16 rounding residue, for the backward's dh.h
+  // (mlstm_forward_output_mma only; the backward's gradient at a position where |q~.n|
+  // cancels amplifies h's rounding: 1.3e-2 from the oracle with h alone).
+  void* h_lo;
 };
 
 // Per-chunk gradients with the stabilisers held constant (the m path is added by
@@ -128,6 +127,7 @@ struct FusedForwardParams {
   float eps;
   int BH, S, S_pad, L, NC, Dk, Dv;
   bool overlap_loads;  // issue the next chunk's copies before this chunk's outputs are stored
+  void* h_lo;          // null, or as ForwardOutputParams::h_lo
 };
 
 // Sequential per head: the forget-gate gradient (reverse cumulative sum) and the

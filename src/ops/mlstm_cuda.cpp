@@ -229,13 +229,21 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
   check_mlstm_launch("chunk_scan");
 }
 
-struct FusedForwardOut { at::Tensor h, dn, C, n; };
+struct FusedForwardOut { at::Tensor h, dn, C, n, h_lo; };
+
+// h's bf16 rounding residue, kept for the backward's dh.h where a gradient will be
+// taken through the tensor-core forward (kernels/mlstm_params.h, ForwardOutputParams::h_lo).
+at::Tensor h_residue(const at::Tensor& h, bool for_backward) {
+  return for_backward && h.scalar_type() == at::kBFloat16 ? at::empty_like(h) : at::Tensor();
+}
 
 FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  const GateTables& t, const at::Tensor& C0, const at::Tensor& n0, bool overlap) {
+                                  const GateTables& t, const at::Tensor& C0, const at::Tensor& n0, bool overlap,
+                                  bool for_backward) {
   const auto o = q.options().dtype(at::kFloat);
   FusedForwardOut out{at::empty({dm.B, dm.H, dm.S, dm.Dv}, v.options()), at::empty({dm.BH(), dm.S}, o),
-                      at::empty({dm.BH(), dm.Dk, dm.Dv}, o), at::empty({dm.BH(), dm.Dk}, o)};
+                      at::empty({dm.BH(), dm.Dk, dm.Dv}, o), at::empty({dm.BH(), dm.Dk}, o), at::Tensor()};
+  out.h_lo = h_residue(out.h, for_backward);
   xk::FusedForwardParams p{};
   p.q = q.data_ptr();
   p.k = k.data_ptr();
@@ -256,6 +264,7 @@ FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at:
   p.eps = static_cast<float>(kMlstmEps);
   set_geometry(p, dm, t, 64);
   p.overlap_loads = overlap;
+  p.h_lo = out.h_lo.defined() ? out.h_lo.data_ptr() : nullptr;
   xk::mlstm_fused_forward_mma(p, at::cuda::getCurrentCUDAStream());
   check_mlstm_launch("fused_forward");
   return out;
@@ -269,7 +278,7 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const at::Tensor& i, const at::Tensor& f, const at::Tensor& C0, const at::Tensor& n0,
-                               const at::Tensor& m0, int64_t L) {
+                               const at::Tensor& m0, int64_t L, bool for_backward) {
     const Dims dm{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)};
     const int BH = dm.BH();
     const auto gi = i.to(at::kFloat).reshape({BH, dm.S}).contiguous();
@@ -280,8 +289,8 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L, path != Path::Mma);
     bool overlap = false;
     if (path == Path::Mma && fused_forward(&overlap)) {
-      auto out = fused_forward_mma(dm, q, k, v, t, flat_f32(C0, BH), flat_f32(n0, BH), overlap);
-      ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, out.h, out.dn});
+      auto out = fused_forward_mma(dm, q, k, v, t, flat_f32(C0, BH), flat_f32(n0, BH), overlap, for_backward);
+      ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, out.h, out.dn, out.h_lo});
       return {out.h, out.C.view({dm.B, dm.H, dm.Dk, dm.Dv}), out.n.view({dm.B, dm.H, dm.Dk}),
               t.m_final.view({dm.B, dm.H})};
     }
@@ -291,6 +300,7 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
              n, split);
     auto h = at::empty({dm.B, dm.H, dm.S, dm.Dv}, v.options());
     auto dn = at::empty({BH, dm.S}, q.options().dtype(at::kFloat));
+    const auto h_lo = path == Path::Mma ? h_residue(h, for_backward) : at::Tensor();
     xk::ForwardOutputParams p{};
     p.q = q.data_ptr();
     p.k = k.data_ptr();
@@ -311,10 +321,11 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     set_geometry(p, dm, t, L);
     p.tensor_cores = path == Path::Split;
     p.split_states = split;
+    p.h_lo = h_lo.defined() ? h_lo.data_ptr() : nullptr;
     if (path == Path::Mma) xk::mlstm_forward_output_mma(p, at::cuda::getCurrentCUDAStream());
     else xk::mlstm_forward_output(p, at::cuda::getCurrentCUDAStream());
     check_mlstm_launch("forward_output");
-    ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, h, dn});
+    ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, h, dn, h_lo});
     return {h, C.view({dm.B, dm.H, dm.Dk, dm.Dv}), n.view({dm.B, dm.H, dm.Dk}), t.m_final.view({dm.B, dm.H})};
   }
 
@@ -324,7 +335,7 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
 variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads) {
   const auto s = ctx->get_saved_variables();
   const auto &q = s[0], &k = s[1], &v = s[2], &i = s[3], &f = s[4], &C0 = s[5], &n0 = s[6], &m0 = s[7], &h = s[8],
-             &dn = s[9];
+             &dn = s[9], &h_lo = s[10];
   const Dims dm{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)};
   const int BH = dm.BH();
   constexpr int64_t L = 64;  // the backward kernels' chunk, whatever the forward used
@@ -350,6 +361,13 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   xk::mlstm_row_dot(dh.data_ptr(), hc.data_ptr(), kernel_dtype(h), gh.data_ptr<float>(), BH * static_cast<int>(dm.S),
                     static_cast<int>(dm.Dv), at::cuda::getCurrentCUDAStream());
   check_mlstm_launch("row_dot");
+  if (h_lo.defined()) {  // dh.h with h to ~16 bits: hi + lo
+    auto gh_lo = at::empty_like(gh);
+    xk::mlstm_row_dot(dh.data_ptr(), h_lo.data_ptr(), kernel_dtype(h), gh_lo.data_ptr<float>(),
+                      BH * static_cast<int>(dm.S), static_cast<int>(dm.Dv), at::cuda::getCurrentCUDAStream());
+    check_mlstm_launch("row_dot");
+    gh.add_(gh_lo);
+  }
   auto inv_den = at::empty({BH, t.S_pad}, fo), ddn = at::empty_like(inv_den), row_w = at::empty_like(inv_den),
        vec_w = at::empty_like(inv_den), dm_direct = at::empty({BH, dm.S}, fo);
   {
@@ -476,7 +494,7 @@ std::pair<at::Tensor, MlstmState> mlstm_cuda(const at::Tensor& q, const at::Tens
                            f.requires_grad() || C0.requires_grad() || n0.requires_grad() || m0.requires_grad());
   const int64_t forward_chunk = needs_grad ? 64 : chunk_size;
   auto out = MlstmFunction::apply(q.contiguous(), k.contiguous(), v.contiguous(), i.contiguous(), f.contiguous(), C0,
-                                  n0, m0, forward_chunk);
+                                  n0, m0, forward_chunk, needs_grad);
   return {out[0], MlstmState{out[1], out[2], out[3]}};
 }
 

@@ -158,6 +158,37 @@ TEST(MlstmCuda, FusedForwardMatchesFloat64Oracle) {
   unsetenv("XD_MLSTM_FORWARD");
 }
 
+// The fused forward runs the two-kernel forward's arithmetic (mlstm_mma_chunk.cuh) in
+// another order of launches: outputs, final states and gradients agree with it far
+// inside the oracle's bound (and are usually bit-identical).
+TEST(MlstmCuda, FusedForwardEqualsTwoKernelForward) {
+  XD_REQUIRE_CUDA();
+  std::vector<Case> cases{kCases[0], kCases[1], kCases[5], {2, 70, 130, 128, 128, true, 64}};
+  for (size_t n = 0; n < cases.size(); ++n) {
+    const Case& c = cases[n];
+    at::manual_seed(1100 + n);
+    const auto in = to(test::random_mlstm(c.B, c.H, c.S, c.Dk, c.Dv, c.state, at::TensorOptions().dtype(at::kDouble)),
+                       at::kBFloat16, at::kCUDA);
+    test::MlstmFn op = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+    const auto two_kernel = test::run_with_grads(op, in, 1110 + n);
+    for (const char* variant : {"fused", "fused_overlap"}) {
+      setenv("XD_MLSTM_FORWARD", variant, 1);
+      const auto fused = test::run_with_grads(op, in, 1110 + n);
+      unsetenv("XD_MLSTM_FORWARD");
+      auto expect_close = [&](const at::Tensor& x, const at::Tensor& r, double tol, const char* label) {
+        const double e = test::rel_err(x, r);
+        EXPECT_LE(e, tol) << name(c, at::kBFloat16) << " " << variant << " " << label;
+        if (!torch::equal(x, r)) std::cout << name(c, at::kBFloat16) << " " << variant << " " << label
+                                           << " differs from the two-kernel forward by " << e << "\n";
+      };
+      for (size_t j = 0; j < two_kernel.outputs.size(); ++j)
+        expect_close(fused.outputs[j], two_kernel.outputs[j], 1e-4, test::mlstm_output_name(j));
+      for (size_t j = 0; j < two_kernel.grads.size(); ++j)
+        expect_close(fused.grads[j], two_kernel.grads[j], 1e-3, test::mlstm_grad_name(j));
+    }
+  }
+}
+
 // The tensor-core scan with the state's columns split over blocks when the heads are
 // too few to fill the GPU (XD_MLSTM_SCAN_SLICES=on): B H of 6, 4 and 4 give slices of
 // 32 columns, Dv = 48 and 96 a partial last slice; forward and reverse scans.

@@ -290,7 +290,7 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     bool overlap = false;
     if (path == Path::Mma && fused_forward(&overlap)) {
       auto out = fused_forward_mma(dm, q, k, v, t, flat_f32(C0, BH), flat_f32(n0, BH), overlap, for_backward);
-      ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, out.h, out.dn, out.h_lo});
+      save_for_backward(ctx, {q, k, v, i, f, C0, n0, m0, out.h, out.dn}, out.h_lo);
       return {out.h, out.C.view({dm.B, dm.H, dm.Dk, dm.Dv}), out.n.view({dm.B, dm.H, dm.Dk}),
               t.m_final.view({dm.B, dm.H})};
     }
@@ -325,17 +325,27 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     if (path == Path::Mma) xk::mlstm_forward_output_mma(p, at::cuda::getCurrentCUDAStream());
     else xk::mlstm_forward_output(p, at::cuda::getCurrentCUDAStream());
     check_mlstm_launch("forward_output");
-    ctx->save_for_backward({q, k, v, i, f, C0, n0, m0, h, dn, h_lo});
+    save_for_backward(ctx, {q, k, v, i, f, C0, n0, m0, h, dn}, h_lo);
     return {h, C.view({dm.B, dm.H, dm.Dk, dm.Dv}), n.view({dm.B, dm.H, dm.Dk}), t.m_final.view({dm.B, dm.H})};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads);
+
+ private:
+  // h's residue is saved only when it exists (a flag says so, rather than an undefined
+  // tensor among the saved ones).
+  static void save_for_backward(AutogradContext* ctx, variable_list saved, const at::Tensor& h_lo) {
+    ctx->saved_data["has_h_lo"] = h_lo.defined();
+    if (h_lo.defined()) saved.push_back(h_lo);
+    ctx->save_for_backward(saved);
+  }
 };
 
 variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads) {
   const auto s = ctx->get_saved_variables();
   const auto &q = s[0], &k = s[1], &v = s[2], &i = s[3], &f = s[4], &C0 = s[5], &n0 = s[6], &m0 = s[7], &h = s[8],
-             &dn = s[9], &h_lo = s[10];
+             &dn = s[9];
+  const at::Tensor h_lo = ctx->saved_data["has_h_lo"].toBool() ? s[10] : at::Tensor();
   const Dims dm{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)};
   const int BH = dm.BH();
   constexpr int64_t L = 64;  // the backward kernels' chunk, whatever the forward used

@@ -233,8 +233,12 @@ struct FusedForwardOut { at::Tensor h, dn, C, n, h_lo; };
 
 // h's bf16 rounding residue, kept for the backward's dh.h where a gradient will be
 // taken through the tensor-core forward (kernels/mlstm_params.h, ForwardOutputParams::h_lo).
+// Opt-in (XD_MLSTM_H_RESIDUE=on) until a GPU run has passed MlstmCuda.*HResidue* and
+// MlstmCuda.FusedForward*: written after the last device run of 2026-12-07.
 at::Tensor h_residue(const at::Tensor& h, bool for_backward) {
-  return for_backward && h.scalar_type() == at::kBFloat16 ? at::empty_like(h) : at::Tensor();
+  const char* env = std::getenv("XD_MLSTM_H_RESIDUE");
+  const bool on = env != nullptr && std::string(env) == "on";
+  return on && for_backward && h.scalar_type() == at::kBFloat16 ? at::empty_like(h) : at::Tensor();
 }
 
 FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -473,7 +477,8 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
     gm0 = (dm0_chain + (flat_f32(C0, BH) * dC0.reshape({BH, -1})).sum(-1) + (flat_f32(n0, BH) * dn0).sum(-1))
               .view(m0.sizes());
   }
-  return {dq, dk, dv, di.view(i.sizes()), df.view(f.sizes()), gC0, gn0, gm0, at::Tensor()};
+  // One gradient per forward argument: none for the chunk length and for_backward.
+  return {dq, dk, dv, di.view(i.sizes()), df.view(f.sizes()), gC0, gn0, gm0, at::Tensor(), at::Tensor()};
 }
 
 }  // namespace

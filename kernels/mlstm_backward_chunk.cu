@@ -7,7 +7,7 @@
 // Phase 1 forms D o dP and D o S (64 x 64) in shared memory; phase 2 the intra-chunk
 // products; phase 3 streams C and dC through shared memory in 64-column halves.
 //
-// With p.dlf_cross, the forget gate's log-gradient dlf_s (stabilisers constant) as the
+// It also writes p.dlf_cross: the forget gate's log-gradient dlf_s (stabilisers constant) as the
 // sum of G_tj = (D o dP)_tj S_tj over the pairs t >= s > j that its decay spans,
 // split by where t and j lie: both in the chunk (row sums minus column sums of the
 // strictly lower G, suffix-summed), t in the chunk and j before it (q~_t.dq~_t's
@@ -89,7 +89,6 @@ __global__ void __launch_bounds__(kThreads) backward_chunk_kernel(BackwardChunkP
   for (int idx = tid; idx < kL * kMaxHeadDim; idx += kThreads) gs[(idx / kMaxHeadDim) * kLd + idx % kMaxHeadDim] *= inv_den[idx / kMaxHeadDim];
   __syncthreads();
 
-  const bool cross = p.dlf_cross != nullptr;
   {  // Phase 1
     float s[4][4], dp[4][4], row_g[4] = {0.f, 0.f, 0.f, 0.f}, col_g[4] = {0.f, 0.f, 0.f, 0.f};
     zero(s);
@@ -109,19 +108,17 @@ __global__ void __launch_bounds__(kThreads) backward_chunk_kernel(BackwardChunkP
         row_g[r] += g;
         col_g[c] += g;
       }
-    if (cross) {
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < 4; ++r) {
 #pragma unroll
-        for (int off = 8; off > 0; off >>= 1) row_g[r] += __shfl_xor_sync(0xffffffffu, row_g[r], off);
-        if (tx == 0) cross_in[ty + 16 * r] = row_g[r];
-      }
-#pragma unroll
-      for (int c = 0; c < 4; ++c) col_part[ty * kL + tx + 16 * c] = col_g[c];
+      for (int off = 8; off > 0; off >>= 1) row_g[r] += __shfl_xor_sync(0xffffffffu, row_g[r], off);
+      if (tx == 0) cross_in[ty + 16 * r] = row_g[r];
     }
+#pragma unroll
+    for (int c = 0; c < 4; ++c) col_part[ty * kL + tx + 16 * c] = col_g[c];
   }
   __syncthreads();
-  if (cross && tid < kL) {  // fixed order: the same sums on every run
+  if (tid < kL) {  // fixed order: the same sums on every run
     float col = 0.f;
     for (int y = 0; y < kRowGroups; ++y) col += col_part[y * kL + tid];
     cross_in[tid] -= col;
@@ -157,43 +154,35 @@ __global__ void __launch_bounds__(kThreads) backward_chunk_kernel(BackwardChunkP
         buf[d * (kHalf + 1) + c] = (d < p.Dk && c < width) ? src[(size_t)d * p.Dv + h0 + c] : 0.f;
       }
       __syncthreads();
-      if (pass == 0) {
-        if (cross) {  // the carried state's share of dq~ kept apart for its dot with q~
-          float part[4][8];
-          zero(part);
-          block_mm_auto<TC, 4, 8, false, true>(part, gs + h0, kLd, buf, kHalf + 1, width, ty, tx, scratch);
+      if (pass == 0) {  // the carried state's share of dq~, kept apart for its dot with q~
+        float dq_part[4][8];
+        zero(dq_part);
+        block_mm_auto<TC, 4, 8, false, true>(dq_part, gs + h0, kLd, buf, kHalf + 1, width, ty, tx, scratch);
 #pragma unroll
-          for (int r = 0; r < 4; ++r)
+        for (int r = 0; r < 4; ++r)
 #pragma unroll
-            for (int c = 0; c < 8; ++c) {
-              q_carried[r] = fmaf(qs[(ty + 16 * r) * kLd + tx + 16 * c], part[r][c], q_carried[r]);
-              dq[r][c] += part[r][c];
-            }
-        } else {
-          block_mm_auto<TC, 4, 8, false, true>(dq, gs + h0, kLd, buf, kHalf + 1, width, ty, tx, scratch);
+          for (int c = 0; c < 8; ++c) {
+            q_carried[r] = fmaf(qs[(ty + 16 * r) * kLd + tx + 16 * c], dq_part[r][c], q_carried[r]);
+            dq[r][c] += dq_part[r][c];
+          }
+      } else {  // likewise dk's state share, and <C_{k-1}, dC_k> while dC's slice is here
+        float dk_part[4][8];
+        zero(dk_part);
+        block_mm_auto<TC, 4, 8, false, true>(dk_part, vs + h0, kLd, buf, kHalf + 1, width, ty, tx, scratch);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int gt = c0 + ty + 16 * r;
+#pragma unroll
+          for (int c = 0; c < 8; ++c) {
+            const int d = tx + 16 * c;
+            const float kv = (gt < p.S && d < p.Dk) ? to_float(k[(size_t)gt * p.Dk + d]) : 0.f;
+            k_state[r] = fmaf(kv, dk_part[r][c], k_state[r]);
+            dk[r][c] += dk_part[r][c];
+          }
         }
-      } else {
-        if (cross) {  // likewise dk's state share, and <C_{k-1}, dC_k> while dC's slice is here
-          float part[4][8];
-          zero(part);
-          block_mm_auto<TC, 4, 8, false, true>(part, vs + h0, kLd, buf, kHalf + 1, width, ty, tx, scratch);
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const int gt = c0 + ty + 16 * r;
-#pragma unroll
-            for (int c = 0; c < 8; ++c) {
-              const int d = tx + 16 * c;
-              const float kv = (gt < p.S && d < p.Dk) ? to_float(k[(size_t)gt * p.Dk + d]) : 0.f;
-              k_state[r] = fmaf(kv, part[r][c], k_state[r]);
-              dk[r][c] += part[r][c];
-            }
-          }
-          for (int idx = tid; idx < p.Dk * width; idx += kThreads) {
-            const int d = idx / width, c = idx % width;
-            state_dot = fmaf(p.states[mat + (size_t)d * p.Dv + h0 + c], buf[d * (kHalf + 1) + c], state_dot);
-          }
-        } else {
-          block_mm_auto<TC, 4, 8, false, true>(dk, vs + h0, kLd, buf, kHalf + 1, width, ty, tx, scratch);
+        for (int idx = tid; idx < p.Dk * width; idx += kThreads) {
+          const int d = idx / width, c = idx % width;
+          state_dot = fmaf(p.states[mat + (size_t)d * p.Dv + h0 + c], buf[d * (kHalf + 1) + c], state_dot);
         }
         float part[4][4];
         zero(part);
@@ -242,12 +231,11 @@ __global__ void __launch_bounds__(kThreads) backward_chunk_kernel(BackwardChunkP
       p.q_dot_dq[(size_t)bh * p.S + gt] = qdot;
       p.k_dot_dk[(size_t)bh * p.S + gt] = kdot;
     }
-    if (cross && tx == 0) {
+    if (tx == 0) {
       cross_in[t] += q_carried[r];
       cross_out[t] = k_state[r];
     }
   }
-  if (!cross) return;
   // The pairs that span the whole chunk: decay (<C_{k-1},dC_k> + <n_{k-1},dn_k>).
   if (tid < p.Dk) state_dot = fmaf(nprev[tid], dnk[tid], state_dot);
 #pragma unroll

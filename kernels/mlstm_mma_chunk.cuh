@@ -129,7 +129,7 @@ __device__ __forceinline__ void chunk_values(float (&h)[kTiles][4], const float 
 // so it needs more of h than a bf16 output keeps), staged in the warp's own rows of
 // `stage` and stored 16 bytes a lane to out[r * ld_out + c] for rows r < rows_left.
 template <int kTiles>
-__device__ __forceinline__ void store_rows(const float (&h)[kTiles][4], float inv_a, float inv_b, bool residue,
+__device__ __forceinline__ void store_plane(const float (&h)[kTiles][4], float inv_a, float inv_b, bool residue,
                                            bf16* stage, int ld_stage, int ro, int e0, int col_limit, bf16* out,
                                            int ld_out, int rows_left) {
   const int lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4, ra = ro + g, rb = ra + 8;
@@ -155,6 +155,15 @@ __device__ __forceinline__ void store_rows(const float (&h)[kTiles][4], float in
     if (r < rows_left)
       *reinterpret_cast<uint4*>(out + (size_t)r * ld_out + c) = *reinterpret_cast<const uint4*>(stage + r * ld_stage + c);
   }
+}
+
+// store_plane of h / den into out, then, where out_lo is not null, of its residue into out_lo.
+template <int kTiles>
+__device__ __forceinline__ void store_rows(const float (&h)[kTiles][4], float inv_a, float inv_b, bf16* stage,
+                                           int ld_stage, int ro, int e0, int col_limit, bf16* out, bf16* out_lo,
+                                           int ld_out, int rows_left) {
+  store_plane(h, inv_a, inv_b, false, stage, ld_stage, ro, e0, col_limit, out, ld_out, rows_left);
+  if (out_lo) store_plane(h, inv_a, inv_b, true, stage, ld_stage, ro, e0, col_limit, out_lo, ld_out, rows_left);
 }
 
 // acc (state rows r0 + g (+8), columns 8n + 2tq (+1)) += rows^T (w o cols): rows exact

@@ -75,9 +75,8 @@ __global__ void __launch_bounds__(kThreadsFwd, 2) mma_forward_kernel(ForwardOutp
   const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
   const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
   const size_t tile = ((size_t)bh * p.S + c0) * p.Dv;
-  mma::store_rows(h, inv_a, inv_b, false, sm.q, kLd, r0, 0, p.Dv, static_cast<bf16*>(p.h) + tile, p.Dv, p.S - c0);
-  if (p.h_lo)
-    mma::store_rows(h, inv_a, inv_b, true, sm.q, kLd, r0, 0, p.Dv, static_cast<bf16*>(p.h_lo) + tile, p.Dv, p.S - c0);
+  mma::store_rows(h, inv_a, inv_b, sm.q, kLd, r0, 0, p.Dv, static_cast<bf16*>(p.h) + tile,
+                  p.h_lo ? static_cast<bf16*>(p.h_lo) + tile : nullptr, p.Dv, p.S - c0);
   if (tq == 0) {
     if (c0 + ra < p.S) p.dn[(size_t)bh * p.S + c0 + ra] = dn_a;
     if (c0 + rb < p.S) p.dn[(size_t)bh * p.S + c0 + rb] = dn_b;
@@ -139,9 +138,8 @@ __global__ void __launch_bounds__(kThreadsFwd2, 2) mma_forward_split_kernel(Forw
   const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[ra]) + p.eps);
   const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[rb]) + p.eps);
   const size_t tile = ((size_t)bh * p.S + c0) * p.Dv;
-  mma::store_rows(h, inv_a, inv_b, false, sm.q, kLd, r0, e0, p.Dv, static_cast<bf16*>(p.h) + tile, p.Dv, p.S - c0);
-  if (p.h_lo)
-    mma::store_rows(h, inv_a, inv_b, true, sm.q, kLd, r0, e0, p.Dv, static_cast<bf16*>(p.h_lo) + tile, p.Dv, p.S - c0);
+  mma::store_rows(h, inv_a, inv_b, sm.q, kLd, r0, e0, p.Dv, static_cast<bf16*>(p.h) + tile,
+                  p.h_lo ? static_cast<bf16*>(p.h_lo) + tile : nullptr, p.Dv, p.S - c0);
   if (tq == 0 && half == 0) {
     if (c0 + ra < p.S) p.dn[(size_t)bh * p.S + c0 + ra] = dn_a;
     if (c0 + rb < p.S) p.dn[(size_t)bh * p.S + c0 + rb] = dn_b;

@@ -17,9 +17,6 @@
 // soon as every warp is done with this chunk's tiles, and this chunk's outputs are
 // staged in C's (then free) planes, so the copies fly while the outputs are stored and
 // the next C is written; n and the tables are double-buffered for it.
-#include <cstdlib>
-#include <cstring>
-
 #include "mlstm_mma.cuh"
 #include "mlstm_mma_chunk.cuh"
 #include "mlstm_params.h"
@@ -157,11 +154,8 @@ __global__ void __launch_bounds__(kThreadsFused, 2) mma_fused_forward_kernel(Fus
     const float inv_a = 1.f / (fmaxf(fabsf(dn_a), sm.floor_[buf][ra]) + p.eps);
     const float inv_b = 1.f / (fmaxf(fabsf(dn_b), sm.floor_[buf][rb]) + p.eps);
     const size_t tile = ((size_t)bh * p.S + t0) * p.Dv + col0;
-    mma::store_rows(h, inv_a, inv_b, false, stage, ld_stage, ro, e0, p.Dv - col0, static_cast<bf16*>(p.h) + tile, p.Dv,
-                    p.S - t0);
-    if (p.h_lo)
-      mma::store_rows(h, inv_a, inv_b, true, stage, ld_stage, ro, e0, p.Dv - col0, static_cast<bf16*>(p.h_lo) + tile,
-                      p.Dv, p.S - t0);
+    mma::store_rows(h, inv_a, inv_b, stage, ld_stage, ro, e0, p.Dv - col0, static_cast<bf16*>(p.h) + tile,
+                    p.h_lo ? static_cast<bf16*>(p.h_lo) + tile : nullptr, p.Dv, p.S - t0);
     if (first_slice && e0 == 0 && tq == 0) {
       if (t0 + ra < p.S) p.dn[(size_t)bh * p.S + t0 + ra] = dn_a;
       if (t0 + rb < p.S) p.dn[(size_t)bh * p.S + t0 + rb] = dn_b;

@@ -48,7 +48,6 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
   const size_t mat = (size_t)p.Dk * p.Dv;
   const int r0 = warp * 16;                 // state rows of this warp
   const bool active = r0 < p.Dk;            // Dk a multiple of 8: rows past Dk stay zero
-  const int ksteps_rows = (p.Dk + 15) / 16;  // unused rows are zero-filled anyway
 
   auto issue = [&](int step, int buf) {
     const int chunk = p.reverse ? p.NC - 1 - step : step;
@@ -136,7 +135,6 @@ __global__ void __launch_bounds__(kThreadsScan, 2) mma_scan_kernel(ChunkScanPara
       mma::chunk_state_update(acc, sm.rows[buf], kLdRows, sm.cols[buf], kLdCols, sm.row_w[buf], p.row_scale, r0,
                               min(width, p.Dv - c0));
     }
-    (void)ksteps_rows;
     if (tid < p.Dk) mma::chunk_vec_update(sm.vec, tid, sm.rows[buf], kLdRows, sm.vec_w[buf], decay, p.row_scale);
     __syncthreads();  // buffers free for the load two steps ahead
   }

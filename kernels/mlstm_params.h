@@ -97,9 +97,10 @@ struct BackwardChunkParams {
   bool tensor_cores;
   const float* row_log_lo;  // null or GateTablesParams' residues (FMA kernels only)
   const float* col_log_lo;
-  // Null, or [BH,S]: the forget gate's log-gradient from the pairs its decay spans
-  // (mlstm_backward_chunk.cu, FMA kernels only), read by the gate backward in place of
-  // the reverse cumulative sum of q~.dq~ - k.dk; decay is GateTablesParams' [BH,NC].
+  // [BH,S]: the forget gate's log-gradient from the pairs its decay spans, written by
+  // mlstm_backward_chunk.cu (required there; the tensor-core backward ignores it) and
+  // read by the gate backward in place of the reverse cumulative sum of q~.dq~ - k.dk;
+  // decay is GateTablesParams' [BH,NC].
   float* dlf_cross;
   const float* decay;
 };

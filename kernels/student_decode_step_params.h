@@ -66,7 +66,7 @@ struct StudentDecodeStepParams {
 
 // Limits of the kernel (the caller falls back to ATen outside them).
 constexpr int kDecodeMaxHeadDim = 128;     // D: a multiple of 32, at most this
-constexpr int kDecodeMaxFeatureDim = 256;  // Df and Dk
+constexpr int kDecodeMaxFeatureDim = 256;  // Df and Dk; Df also a multiple of 16 bytes of T
 constexpr int kDecodeMaxSharedBytes = 48 * 1024;
 
 // Floats of the two-role kernel's scratch: one global and one local row per (row,

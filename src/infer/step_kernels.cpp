@@ -82,6 +82,8 @@ bool fused_mixer_step_supported(const FusedMixerLayer& l, const at::Tensor& like
   if (!power_of_two || D < 32 || D > xk::kDecodeMaxHeadDim) return false;
   if (l.feature_dim < 1 || l.feature_dim > xk::kDecodeMaxFeatureDim || l.key_dim > xk::kDecodeMaxFeatureDim) return false;
   if (l.key_dim != (l.pm_features ? 2 : 1) * l.feature_dim) return false;
+  // The feature maps read 16 bytes of a weight row at a time.
+  if (l.feature_dim % (16 / like.element_size()) != 0) return false;
   if (l.kv_heads < 1 || l.heads % l.kv_heads != 0 || l.window < 1 || l.sinks < 0) return false;
   if (!contiguous_all({&l.feature_q, &l.feature_k, &l.gate_w, &l.gate_b, &l.ogate_u, &l.ogate_b, &l.C, &l.n, &l.m,
                        &l.ring_k, &l.ring_v, &l.sink_k, &l.sink_v}))

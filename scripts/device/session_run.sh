@@ -13,6 +13,7 @@
 #                  the Triton limit_chunk mLSTM when .whl is carried)
 #   profile        where the GPU time goes, kernel by kernel: a student and teacher
 #                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
+#   ncu-decode     Nsight Compute counters of one student decode-mixer launch (B=8)
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
 #                  warm machine; DEMO_FRESH=1 starts over)
 # Logs and JSON lines under $OUT, packed into $OUT/session_logs.tgz at the end; the
@@ -138,6 +139,17 @@ for part in "$@"; do
       tools/bench_train.sh $BIN 2 30 2>&1 | grep -v "^\[" > "$OUT/profile_train.log"
       grep -A 12 "GPU time of one decode step, student" "$OUT/profile_decode.log"
       row profile done $(( $(date +%s) - start )) "profile_{decode,prefill,train}.log"
+      ;;
+    ncu-decode)
+      # Hardware counters of the student's decode mixer kernel (one launch, after the
+      # warm-up steps): where a launch waits, how many bytes it moves. Firecracker only.
+      ncu --clock-control none -k regex:student_decode_step --launch-skip 40 --launch-count 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
+        --section Occupancy $BIN bench inference --shape llama-3.1-8b --batch 8 --context 1k --gen 8 --device cuda \
+        --dtype bf16 > "$OUT/ncu_decode.log" 2>&1
+      grep -E "Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Stall|Achieved Occupancy|Registers" \
+        "$OUT/ncu_decode.log" | head -30
+      row ncu-decode done $(( $(date +%s) - start )) "ncu_decode.log"
       ;;
     demo-small)
       # Re-running on a warm machine resumes the demo where a killed call left it.

@@ -62,6 +62,7 @@ struct StudentDecodeStepParams {
   bool split_roles;
   float* scratch;          // split_roles: student_decode_step_scratch_floats(B, H, D)
   unsigned int* counters;  // split_roles: [B*H]
+  bool prefetch;           // phase 0: the late streams sent into L2 at launch
 };
 
 // Limits of the kernel (the caller falls back to ATen outside them).

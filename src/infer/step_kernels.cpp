@@ -105,6 +105,8 @@ bool fused_mixer_step_supported(const FusedMixerLayer& l, const at::Tensor& like
 void prepare_fused_mixer_step(FusedMixerLayer& l, int64_t batch) {
   const char* kernel = std::getenv("XD_DECODE_STEP");
   l.two_role = kernel == nullptr || std::string(kernel) != "one_block";
+  const char* prefetch = std::getenv("XD_DECODE_PREFETCH");
+  l.prefetch = prefetch == nullptr || std::string(prefetch) != "0";
   if (!l.two_role) return;
   const auto on = l.C.options();
   l.step_scratch = at::empty({xk::student_decode_step_scratch_floats(static_cast<int>(batch), static_cast<int>(l.heads),
@@ -142,6 +144,7 @@ at::Tensor fused_mixer_step(FusedMixerLayer& l, const at::Tensor& q, const at::T
   p.cos = cos.data_ptr<float>();
   p.sin = sin.data_ptr<float>();
   p.positions = positions.data_ptr<int64_t>();
+  p.prefetch = l.prefetch;
   if (l.two_role) {
     XD_CHECK(l.step_counters.numel() == B * H && l.step_scratch.device() == q.device(),
              "decode step: the two-role kernel's buffers were made for ", l.step_counters.numel() / H,

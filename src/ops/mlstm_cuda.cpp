@@ -233,12 +233,13 @@ struct FusedForwardOut { at::Tensor h, dn, C, n, h_lo; };
 
 // h's bf16 rounding residue, kept for the backward's dh.h where a gradient will be
 // taken through the tensor-core forward (kernels/mlstm_params.h, ForwardOutputParams::h_lo).
-// Opt-in (XD_MLSTM_H_RESIDUE=on) until a GPU run has passed MlstmCuda.*HResidue* and
-// MlstmCuda.FusedForward*: written after the last device run of 2026-12-07.
+// The default since MlstmCuda.BFloat16WithHResidueMatchesFloat64Oracle and
+// MlstmCuda.FusedForward* passed on an H100 (2026-12-07); XD_MLSTM_H_RESIDUE=off
+// drops it (one bf16 tensor of h's size less per layer, gradients as before).
 at::Tensor h_residue(const at::Tensor& h, bool for_backward) {
   const char* env = std::getenv("XD_MLSTM_H_RESIDUE");
-  const bool on = env != nullptr && std::string(env) == "on";
-  return on && for_backward && h.scalar_type() == at::kBFloat16 ? at::empty_like(h) : at::Tensor();
+  const bool off = env != nullptr && std::string(env) == "off";
+  return !off && for_backward && h.scalar_type() == at::kBFloat16 ? at::empty_like(h) : at::Tensor();
 }
 
 FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -4,7 +4,7 @@
 #   Stage II at Llama-3.2-3B shapes, B=1  (target >= 13,500 tok/s), with activation
 #            checkpointing, then without it where memory allows
 # Each prints one line: "bench-train stage=... : X tok/s, Y ms/step, MFU Z %, peak W GiB".
-#   tools/bench_train.sh [path/to/xdistill] [steps] [profile-top-N]
+#   [CHUNK128=1] tools/bench_train.sh [path/to/xdistill] [steps] [profile-top-N]
 # With profile-top-N > 0, one more step per stage is profiled and its N most
 # expensive GPU kernels are printed (where the time goes).
 set -euo pipefail
@@ -16,3 +16,11 @@ PROFILE="${3:-0}"
 # Without recomputing layers: ~85 GiB, which fits an H200 and not an 80 GB card.
 "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda \
   --no-activation-checkpointing || echo "bench-train stage=distill without activation checkpointing: failed (rc $?)"
+# CHUNK128=1: both stages again with the mLSTM chunk of 128 (half as many chunks for the
+# scans to walk in series; Stage II without recomputing layers).
+if [[ "${CHUNK128:-0}" == 1 ]]; then
+  "$BIN" bench-train --stage align --shape llama-8b --batch 2 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda \
+    --chunk-size 128 | sed 's/^bench-train /bench-train chunk=128 /'
+  "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda \
+    --no-activation-checkpointing --chunk-size 128 | sed 's/^bench-train /bench-train chunk=128 /'
+fi

@@ -25,6 +25,7 @@ struct TrainBenchmark {
   int64_t batch = 2, seq = 4096, steps = 10, warmup = 2;
   std::string device = "auto";
   bool activation_checkpointing = true;  // distill only
+  int64_t chunk_size = 0;                // the student's mLSTM chunk (64 | 128); 0: the recipe default
   double peak_tflops = 989.0;
   int profile_top = 0;  // > 0: profile one more step and print the top GPU kernels by time
 };

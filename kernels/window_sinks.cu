@@ -51,11 +51,14 @@ __device__ __forceinline__ T* row_ptr(const StridedRows& r, int b, int t, int h)
   return static_cast<T*>(r.ptr) + b * r.sb + t * r.st + h * r.sh;
 }
 
+// A row's 8 columns as loaded (one 16-byte load), converted when used.
+struct Raw8 {
+  uint4 u;
+};
+
 template <typename T>
-__device__ __forceinline__ void load8(float (&x)[kElems], const T* p, bool ok) {
-  uint4 u = make_uint4(0u, 0u, 0u, 0u);
-  if (ok) u = *reinterpret_cast<const uint4*>(p);
-  const auto* h = reinterpret_cast<const typename Conv<T>::pair*>(&u);
+__device__ __forceinline__ void unpack8(float (&x)[kElems], const Raw8& raw) {
+  const auto* h = reinterpret_cast<const typename Conv<T>::pair*>(&raw.u);
 #pragma unroll
   for (int i = 0; i < kElems / 2; ++i) {
     const float2 f = Conv<T>::to_float2(h[i]);
@@ -133,22 +136,6 @@ __device__ void load_sinks(float (&ks)[NS][kMaxSinkHeadDim], float (&vs)[NS][kMa
     vs[j][d] = Conv<T>::to_float(row_ptr<const T>(vr, g.b, j, g.hk)[d]);
   }
   __syncthreads();
-}
-
-// A row's 8 columns as loaded (one 16-byte load), converted when used.
-struct Raw8 {
-  uint4 u;
-};
-
-template <typename T>
-__device__ __forceinline__ void unpack8(float (&x)[kElems], const Raw8& raw) {
-  const auto* h = reinterpret_cast<const typename Conv<T>::pair*>(&raw.u);
-#pragma unroll
-  for (int i = 0; i < kElems / 2; ++i) {
-    const float2 f = Conv<T>::to_float2(h[i]);
-    x[2 * i] = f.x;
-    x[2 * i + 1] = f.y;
-  }
 }
 
 // The forward's loads of tail row r (zeros past the block's rows).

@@ -36,10 +36,6 @@ __global__ void __launch_bounds__(kThreads) student_decode_step_kernel(StudentDe
   const int tid = threadIdx.x, D = p.D;
   const long long t = p.positions[b];
 
-  if (p.prefetch) {  // phase 0
-    prefetch_mlstm<T>(p, h, bh);
-    prefetch_window<T>(p, b * p.Hk + hk, t);
-  }
   load_and_rotate<T>(p, s, b, h, hk);  // phase 1
   const Gates g = mlstm_gates<T>(p, s, b, h, bh);
   feature_maps<T>(p, s, h);                                           // phase 2
@@ -72,10 +68,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) student_decode_step_two_
   const int tid = threadIdx.x, D = p.D;
   const Smem s = carve_role<T>(smem_base, p, role == kMlstmRole);
 
-  if (p.prefetch) {  // phase 0
-    if (role == kMlstmRole) prefetch_mlstm<T>(p, h, bh);
-    else prefetch_window<T>(p, b * p.Hk + hk, p.positions[b]);
-  }
   load_and_rotate<T>(p, s, b, h, hk);  // phase 1 (both roles: 2 D products, cheaper than a wait)
   float o = 0.f, mine;
   if (role == kMlstmRole) {

@@ -62,12 +62,11 @@ struct StudentDecodeStepParams {
   bool split_roles;
   float* scratch;          // split_roles: student_decode_step_scratch_floats(B, H, D)
   unsigned int* counters;  // split_roles: [B*H]
-  bool prefetch;           // phase 0: the late streams sent into L2 at launch
 };
 
 // Limits of the kernel (the caller falls back to ATen outside them).
 constexpr int kDecodeMaxHeadDim = 128;     // D: a multiple of 32, at most this
-constexpr int kDecodeMaxFeatureDim = 256;  // Df and Dk; Df also a multiple of 16 bytes of T
+constexpr int kDecodeMaxFeatureDim = 256;  // Df and Dk
 constexpr int kDecodeMaxSharedBytes = 48 * 1024;
 
 // Floats of the two-role kernel's scratch: one global and one local row per (row,

@@ -20,9 +20,8 @@ struct Smem {
   float *part;           // per-thread partial sums
 };
 
-// Partial sums: the feature maps' (E per thread, more than the readout's 4) or the
-// values' (2 rows of E per thread).
-template <typename T> __host__ __device__ int mlstm_part_floats() { return kThreads * Vec<T>::n; }
+// Partial sums: the readout's (4 floats per thread) or the values' (2 rows of E per thread).
+template <typename T> __host__ __device__ int mlstm_part_floats() { return 4 * kThreads; }
 template <typename T> __host__ __device__ int window_part_floats() { return 2 * kThreads * Vec<T>::n; }
 __host__ __device__ inline int common_floats(int D) { return 5 * D + kWarps * kMaxReduce; }
 
@@ -80,29 +79,6 @@ __device__ Smem carve_role(float* base, const StudentDecodeStepParams& p, bool m
   return s;
 }
 
-// Phase 0: the streams each half reads late, sent for into L2 before phase 1
-// (prefetch_l2). The mLSTM half: its state and its head's feature-map and gate weights.
-template <typename T>
-__device__ __forceinline__ void prefetch_mlstm(const StudentDecodeStepParams& p, int h, int bh) {
-  const long long map_elems = (long long)p.D * p.Df;
-  prefetch_l2(p.C + (long long)bh * p.Dk * p.D, (long long)p.Dk * p.D * sizeof(float));
-  prefetch_l2(static_cast<const T*>(p.feature_q) + h * map_elems, map_elems * sizeof(T));
-  prefetch_l2(static_cast<const T*>(p.feature_k) + h * map_elems, map_elems * sizeof(T));
-  prefetch_l2(p.gate_w + (long long)h * p.hidden, (long long)p.hidden * sizeof(float));
-  prefetch_l2(p.gate_w + (long long)(p.H + h) * p.hidden, (long long)p.hidden * sizeof(float));
-}
-
-// The window half: the ring slots written so far and the sinks of its key/value head.
-template <typename T>
-__device__ __forceinline__ void prefetch_window(const StudentDecodeStepParams& p, int bhk, long long t) {
-  const long long W = p.window, S = p.sinks, D = p.D;
-  const long long ring_bytes = (t + 1 < W ? t + 1 : W) * D * sizeof(T), sink_bytes = S * D * sizeof(T);
-  prefetch_l2(static_cast<const T*>(p.ring_k) + bhk * W * D, ring_bytes);
-  prefetch_l2(static_cast<const T*>(p.ring_v) + bhk * W * D, ring_bytes);
-  prefetch_l2(static_cast<const T*>(p.sink_k) + bhk * (S + 1) * D, sink_bytes);
-  prefetch_l2(static_cast<const T*>(p.sink_v) + bhk * (S + 1) * D, sink_bytes);
-}
-
 // Phase 1: plain q, k, v and their RoPE. The rotated rows are published by the
 // caller's next barrier.
 template <typename T>
@@ -139,27 +115,11 @@ __device__ __forceinline__ Gates mlstm_gates(const StudentDecodeStepParams& p, c
   const T* x = static_cast<const T*>(p.x) + b * p.x_sb;
   const float* wi = p.gate_w + (long long)h * p.hidden;
   const float* wf = p.gate_w + (long long)(p.H + h) * p.hidden;
-  constexpr int E = Vec<T>::n;
-  if (p.hidden % E == 0 && reinterpret_cast<unsigned long long>(x) % 16 == 0) {
-    // E channels per 16-byte load of x, so a thread's loads are in flight together.
-#pragma unroll 2
-    for (int c = tid * E; c < p.hidden; c += kThreads * E) {
-      float xc[E];
-      load_vec(x + c, xc);
-#pragma unroll
-      for (int i = 0; i < E; i += 4) {
-        const float4 a = *reinterpret_cast<const float4*>(wi + c + i), f = *reinterpret_cast<const float4*>(wf + c + i);
-        g[0] = fmaf(xc[i + 3], a.w, fmaf(xc[i + 2], a.z, fmaf(xc[i + 1], a.y, fmaf(xc[i], a.x, g[0]))));
-        g[1] = fmaf(xc[i + 3], f.w, fmaf(xc[i + 2], f.z, fmaf(xc[i + 1], f.y, fmaf(xc[i], f.x, g[1]))));
-      }
-    }
-  } else {
 #pragma unroll 4
-    for (int c = tid; c < p.hidden; c += kThreads) {
-      const float xc = ld(x + c);
-      g[0] = fmaf(xc, wi[c], g[0]);
-      g[1] = fmaf(xc, wf[c], g[1]);
-    }
+  for (int c = tid; c < p.hidden; c += kThreads) {
+    const float xc = ld(x + c);
+    g[0] = fmaf(xc, wi[c], g[0]);
+    g[1] = fmaf(xc, wf[c], g[1]);
   }
   const T* u = static_cast<const T*>(p.ogate_u) + (long long)h * 3 * D;
   for (int j = tid; j < 3 * D; j += kThreads) {
@@ -186,44 +146,20 @@ __device__ __forceinline__ Gates mlstm_gates(const StudentDecodeStepParams& p, c
 
 // Phase 2: phi = softmax(z) (or [softmax(z), softmax(-z)]) for q and k, z = x W[h]
 // as a model-dtype matmul (fp32 sums, output rounded). Leaves phi_q, phi_k in smem.
-// Each thread takes E features (one 16-byte load per weight row) over one slice of
-// d, so its loads are all in flight at once; the slices' sums are then added in
-// slice order. Needs Df a multiple of E (the host checks).
 template <typename T>
 __device__ __forceinline__ void feature_maps(const StudentDecodeStepParams& p, const Smem& s, int h) {
-  constexpr int E = Vec<T>::n;
   const int tid = threadIdx.x, D = p.D, Df = p.Df;
   const T* wq = static_cast<const T*>(p.feature_q) + (long long)h * D * Df;
   const T* wk = static_cast<const T*>(p.feature_k) + (long long)h * D * Df;
-  const int half = Df / E, groups = 2 * half;  // q's feature groups, then k's
-  const int slices = kThreads / groups < D ? kThreads / groups : D;
-  if (tid < groups * slices) {
-    const int g = tid % groups, slice = tid / groups;
-    const bool is_k = g >= half;
-    const int f0 = (is_k ? g - half : g) * E;
-    const float* x = is_k ? s.k_rot : s.q_rot;
-    const T* w = (is_k ? wk : wq) + f0;
-    float z[E];
-#pragma unroll
-    for (int i = 0; i < E; ++i) z[i] = 0.f;
-    const int d1 = (slice + 1) * D / slices;
-#pragma unroll 8
-    for (int d = slice * D / slices; d < d1; ++d) {
-      float wr[E];
-      load_vec(w + (long long)d * Df, wr);
-      const float xd = x[d];
-#pragma unroll
-      for (int i = 0; i < E; ++i) z[i] = fmaf(xd, wr[i], z[i]);
-    }
-    float* out = s.part + slice * 2 * Df + (is_k ? Df : 0) + f0;
-#pragma unroll
-    for (int i = 0; i < E; ++i) out[i] = z[i];
-  }
-  __syncthreads();
   for (int item = tid; item < 2 * Df; item += kThreads) {
+    const bool is_k = item >= Df;
+    const int f = is_k ? item - Df : item;
+    const float* x = is_k ? s.k_rot : s.q_rot;
+    const T* w = (is_k ? wk : wq) + f;
     float z = 0.f;
-    for (int slice = 0; slice < slices; ++slice) z += s.part[slice * 2 * Df + item];
-    (item >= Df ? s.phi_k : s.phi_q)[item >= Df ? item - Df : item] = rnd<T>(z);
+#pragma unroll 16
+    for (int d = 0; d < D; ++d) z = fmaf(x[d], ld(w + (long long)d * Df), z);
+    (is_k ? s.phi_k : s.phi_q)[f] = rnd<T>(z);
   }
   __syncthreads();
   const bool has = tid < Df;

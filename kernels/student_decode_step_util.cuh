@@ -70,23 +70,6 @@ __device__ __forceinline__ void block_reduce(float (&v)[N], float* scratch, Op o
   }
 }
 
-// Asks L2 for [p, p + bytes) without waiting for it: the block's threads each send
-// one bulk prefetch (sm_90) of up to kPrefetchChunk bytes. The streams a block reads
-// late (the state, the ring, the weights) are then on their way from HBM while the
-// block works through its first phases, and those phases' own loads hit L2. Only a
-// hint: the unaligned ends of the range are left out.
-constexpr unsigned kPrefetchChunk = 4096;
-__device__ __forceinline__ void prefetch_l2(const void* p, long long bytes) {
-  const unsigned long long begin = (reinterpret_cast<unsigned long long>(p) + 15) & ~15ull;
-  const unsigned long long end = (reinterpret_cast<unsigned long long>(p) + bytes) & ~15ull;
-  const unsigned long long at = begin + static_cast<unsigned long long>(threadIdx.x) * kPrefetchChunk;
-  if (bytes <= 0 || at >= end) return;
-  const unsigned size = static_cast<unsigned>(end - at < kPrefetchChunk ? end - at : kPrefetchChunk);
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(__cvta_generic_to_global(reinterpret_cast<const void*>(at))),
-               "r"(size)
-               : "memory");
-}
-
 // rope<T>: float_cast.cuh.
 
 }  // namespace xd::kernels::decode_step

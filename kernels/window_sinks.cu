@@ -51,14 +51,11 @@ __device__ __forceinline__ T* row_ptr(const StridedRows& r, int b, int t, int h)
   return static_cast<T*>(r.ptr) + b * r.sb + t * r.st + h * r.sh;
 }
 
-// A row's 8 columns as loaded (one 16-byte load), converted when used.
-struct Raw8 {
-  uint4 u;
-};
-
 template <typename T>
-__device__ __forceinline__ void unpack8(float (&x)[kElems], const Raw8& raw) {
-  const auto* h = reinterpret_cast<const typename Conv<T>::pair*>(&raw.u);
+__device__ __forceinline__ void load8(float (&x)[kElems], const T* p, bool ok) {
+  uint4 u = make_uint4(0u, 0u, 0u, 0u);
+  if (ok) u = *reinterpret_cast<const uint4*>(p);
+  const auto* h = reinterpret_cast<const typename Conv<T>::pair*>(&u);
 #pragma unroll
   for (int i = 0; i < kElems / 2; ++i) {
     const float2 f = Conv<T>::to_float2(h[i]);
@@ -138,20 +135,6 @@ __device__ void load_sinks(float (&ks)[NS][kMaxSinkHeadDim], float (&vs)[NS][kMa
   __syncthreads();
 }
 
-// The forward's loads of tail row r (zeros past the block's rows).
-template <typename T>
-__device__ __forceinline__ void load_row_t(Raw8& q, Raw8& o, float& lse, const WindowSinksParams& p, const Geometry& g,
-                                           int r) {
-  const bool row_ok = r < g.end, io = row_ok && g.active;
-  const int t = first_tail_row(p) + r;
-  q.u = o.u = make_uint4(0u, 0u, 0u, 0u);
-  if (io) {
-    q.u = *reinterpret_cast<const uint4*>(row_ptr<const T>(p.q, g.b, t, g.h) + g.col);
-    o.u = *reinterpret_cast<const uint4*>(row_ptr<const T>(p.out, g.b, t, g.h) + g.col);
-  }
-  lse = row_ok ? p.lse[(size_t)g.bh * p.S + t] : 0.f;
-}
-
 template <typename T, int NS>
 __global__ void __launch_bounds__(kThreads) sinks_forward_kernel(WindowSinksParams p) {
   __shared__ __align__(16) float ks[NS][kMaxSinkHeadDim];
@@ -159,20 +142,14 @@ __global__ void __launch_bounds__(kThreads) sinks_forward_kernel(WindowSinksPara
   const Geometry g = geometry(p);
   load_sinks<T, NS>(ks, vs, p, g);
   // Every slot runs the same number of iterations so the row shuffles see full warps.
-  // The next row's q, out and lse are loaded before this row's arithmetic, so a
-  // thread always has a load in flight (the loop is latency-bound otherwise).
-  const int row0 = first_tail_row(p);
-  Raw8 q_next{}, o_next{};
-  float lse_next = 0.f;
-  load_row_t<T>(q_next, o_next, lse_next, p, g, g.begin + g.slot);
   for (int base = g.begin; base < g.end; base += kSlots) {
-    const int r = base + g.slot, t = row0 + r;
+    const int row0 = first_tail_row(p), r = base + g.slot, t = row0 + r;
     const bool row_ok = r < g.end, io = row_ok && g.active;
     float qv[kElems], ov[kElems];
-    unpack8<T>(qv, q_next);
-    unpack8<T>(ov, o_next);
-    const float lse_w = lse_next;
-    load_row_t<T>(q_next, o_next, lse_next, p, g, r + kSlots);
+    load8(qv, row_ptr<const T>(p.q, g.b, t, g.h) + g.col, io);
+    load8(ov, row_ptr<const T>(p.out, g.b, t, g.h) + g.col, io);
+    float* lse_p = p.lse + (size_t)g.bh * p.S + t;
+    const float lse_w = row_ok ? *lse_p : 0.f;
     // Sink j has left the window of position position0 + t iff that minus j >= window.
     const int visible = min(NS, p.position0 + t - p.window + 1);
     float logit[NS];
@@ -204,8 +181,8 @@ __global__ void __launch_bounds__(kThreads) sinks_forward_kernel(WindowSinksPara
       for (int e = 0; e < kElems; ++e) ov[e] = fmaf(a, ov[e], c * os[e]);
       store8(row_ptr<T>(p.out, g.b, t, g.h) + g.col, ov);
     }
-    __syncwarp();  // every lane of the row read its lse_w (an iteration earlier) before it is overwritten
-    if (row_ok && g.col == 0) p.lse[(size_t)g.bh * p.S + t] = lse;
+    __syncwarp();  // every lane of the row has read lse_w before it is overwritten
+    if (row_ok && g.col == 0) *lse_p = lse;
   }
 }
 
@@ -238,23 +215,6 @@ __device__ void write_partial(float (&acc)[NS][kElems], float (&red)[kWarps][NS]
   __syncthreads();  // red is reused by the next call
 }
 
-// The backward's loads of tail row r: q, dout, out, dq (zeros past the block's rows).
-template <typename T>
-__device__ __forceinline__ void load_backward_row(Raw8 (&x)[4], float& lse, const WindowSinksParams& p,
-                                                  const Geometry& g, int r) {
-  const bool row_ok = r < g.end, io = row_ok && g.active;
-  const int t = p.window + r;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) x[i].u = make_uint4(0u, 0u, 0u, 0u);
-  if (io) {
-    x[0].u = *reinterpret_cast<const uint4*>(row_ptr<const T>(p.q, g.b, t, g.h) + g.col);
-    x[1].u = *reinterpret_cast<const uint4*>(row_ptr<const T>(p.dout, g.b, t, g.h) + g.col);
-    x[2].u = *reinterpret_cast<const uint4*>(row_ptr<const T>(p.out, g.b, t, g.h) + g.col);
-    x[3].u = *reinterpret_cast<const uint4*>(row_ptr<const T>(p.dq, g.b, t, g.h) + g.col);
-  }
-  lse = row_ok ? p.lse[(size_t)g.bh * p.S + t] : 0.f;
-}
-
 template <typename T, int NS>
 __global__ void __launch_bounds__(kThreads, NS <= 4 ? 2 : 1) sinks_backward_kernel(WindowSinksParams p) {
   __shared__ __align__(16) float ks[NS][kMaxSinkHeadDim];
@@ -263,21 +223,16 @@ __global__ void __launch_bounds__(kThreads, NS <= 4 ? 2 : 1) sinks_backward_kern
   const Geometry g = geometry(p);
   load_sinks<T, NS>(ks, vs, p, g);
   float acc_k[NS][kElems] = {}, acc_v[NS][kElems] = {};
-  // The next row's four loads go out before this row's arithmetic (as in the forward).
-  Raw8 next[4];
-  float lse_next = 0.f;
-  load_backward_row<T>(next, lse_next, p, g, g.begin + g.slot);
   for (int base = g.begin; base < g.end; base += kSlots) {
     const int r = base + g.slot, t = p.window + r;
     const bool row_ok = r < g.end, io = row_ok && g.active;
     float qv[kElems], gv[kElems], ov[kElems], dqv[kElems];
     T* dq_row = row_ptr<T>(p.dq, g.b, t, g.h) + g.col;
-    unpack8<T>(qv, next[0]);
-    unpack8<T>(gv, next[1]);
-    unpack8<T>(ov, next[2]);
-    unpack8<T>(dqv, next[3]);
-    const float lse = lse_next;
-    load_backward_row<T>(next, lse_next, p, g, r + kSlots);
+    load8(qv, row_ptr<const T>(p.q, g.b, t, g.h) + g.col, io);
+    load8(gv, row_ptr<const T>(p.dout, g.b, t, g.h) + g.col, io);
+    load8(ov, row_ptr<const T>(p.out, g.b, t, g.h) + g.col, io);
+    load8(dqv, dq_row, io);
+    const float lse = row_ok ? p.lse[(size_t)g.bh * p.S + t] : 0.f;
     const int visible = row_ok ? min(NS, r + 1) : 0;
     const float delta = row_sum(dot8(gv, ov));
 #pragma unroll

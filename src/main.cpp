@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::exception& e) {
     std::fflush(stdout);
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << xd::message_without_backtrace(e.what()) << "\n";
     return 1;
   }
   return 0;

@@ -100,13 +100,11 @@ for part in "$@"; do
       [[ "${INFER_QUICK:-0}" == 1 ]] || $BIN bench inference --shape llama-3.1-8b --batch 8 --context 4k --gen 40 \
         --device cuda --dtype bf16 --no-fused-step --out "$OUT/infer_decode_aten.jsonl" 2>&1 |
         tee "$OUT/infer_decode_aten.log" | tail -6
-      # The decode kernel without its L2 prefetch (XD_DECODE_PREFETCH=0) next to the default;
-      # the student's decode rate does not depend on the context, so 4k keeps the prefill short.
-      for pf in 1 0; do
-        XD_DECODE_PREFETCH=$pf $BIN bench inference --shape llama-3.1-8b --batch 8 --context 4k --gen 40 \
-          --device cuda --dtype bf16 --out "$OUT/infer_decode_prefetch$pf.jsonl" 2>&1 |
-          tee "$OUT/infer_decode_prefetch$pf.log" | grep -E "^(student|teacher) "
-      done
+      # The one-block decode kernel (the two-role kernel is the default); the student's
+      # decode rate does not depend on the context, so 4k keeps the prefill short.
+      XD_DECODE_STEP=one_block $BIN bench inference --shape llama-3.1-8b --batch 8 --context 4k --gen 40 \
+        --device cuda --dtype bf16 --out "$OUT/infer_decode_one_block.jsonl" 2>&1 |
+        tee "$OUT/infer_decode_one_block.log" | tail -6
       $BIN bench inference --shape llama-3.1-8b --batch 1 --context 64k --gen 8 --device cuda --dtype bf16 \
         --out "$OUT/infer_prefill.jsonl" 2>&1 | tee "$OUT/infer_prefill.log" | tail -8
       # The same prefill with the other mLSTM forward (XD_MLSTM_FORWARD_ALT, e.g. fused).

@@ -82,8 +82,6 @@ bool fused_mixer_step_supported(const FusedMixerLayer& l, const at::Tensor& like
   if (!power_of_two || D < 32 || D > xk::kDecodeMaxHeadDim) return false;
   if (l.feature_dim < 1 || l.feature_dim > xk::kDecodeMaxFeatureDim || l.key_dim > xk::kDecodeMaxFeatureDim) return false;
   if (l.key_dim != (l.pm_features ? 2 : 1) * l.feature_dim) return false;
-  // The feature maps read 16 bytes of a weight row at a time.
-  if (l.feature_dim % (16 / like.element_size()) != 0) return false;
   if (l.kv_heads < 1 || l.heads % l.kv_heads != 0 || l.window < 1 || l.sinks < 0) return false;
   if (!contiguous_all({&l.feature_q, &l.feature_k, &l.gate_w, &l.gate_b, &l.ogate_u, &l.ogate_b, &l.C, &l.n, &l.m,
                        &l.ring_k, &l.ring_v, &l.sink_k, &l.sink_v}))
@@ -105,8 +103,6 @@ bool fused_mixer_step_supported(const FusedMixerLayer& l, const at::Tensor& like
 void prepare_fused_mixer_step(FusedMixerLayer& l, int64_t batch) {
   const char* kernel = std::getenv("XD_DECODE_STEP");
   l.two_role = kernel == nullptr || std::string(kernel) != "one_block";
-  const char* prefetch = std::getenv("XD_DECODE_PREFETCH");
-  l.prefetch = prefetch == nullptr || std::string(prefetch) != "0";
   if (!l.two_role) return;
   const auto on = l.C.options();
   l.step_scratch = at::empty({xk::student_decode_step_scratch_floats(static_cast<int>(batch), static_cast<int>(l.heads),
@@ -144,7 +140,6 @@ at::Tensor fused_mixer_step(FusedMixerLayer& l, const at::Tensor& q, const at::T
   p.cos = cos.data_ptr<float>();
   p.sin = sin.data_ptr<float>();
   p.positions = positions.data_ptr<int64_t>();
-  p.prefetch = l.prefetch;
   if (l.two_role) {
     XD_CHECK(l.step_counters.numel() == B * H && l.step_scratch.device() == q.device(),
              "decode step: the two-role kernel's buffers were made for ", l.step_counters.numel() / H,

@@ -24,8 +24,6 @@ struct FusedMixerLayer {
   // XD_DECODE_STEP=one_block for the other) and its hand-over buffers, made once for
   // the batch by prepare_fused_mixer_step.
   bool two_role = false;
-  // Each half sends its late streams into L2 at launch (XD_DECODE_PREFETCH=0: not).
-  bool prefetch = true;
   at::Tensor step_scratch, step_counters;
 };
 

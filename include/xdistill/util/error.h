@@ -17,6 +17,14 @@ class UsageError : public Error {
   explicit UsageError(const std::string& what) : Error(what) {}
 };
 
+// LibTorch's errors append a C++ stack trace to their message ("Exception raised from
+// ..." and a frame per line); a user needs the part before it, the cause.
+inline std::string message_without_backtrace(std::string message) {
+  const auto at = message.find("\nException raised from ");
+  if (at != std::string::npos) message.resize(at);
+  return message;
+}
+
 }  // namespace xd
 
 #define XD_CHECK(cond, ...)                                        \

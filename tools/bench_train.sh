@@ -20,7 +20,8 @@ PROFILE="${3:-0}"
 # scans to walk in series; Stage II without recomputing layers).
 if [[ "${CHUNK128:-0}" == 1 ]]; then
   "$BIN" bench-train --stage align --shape llama-8b --batch 2 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda \
-    --chunk-size 128 | sed 's/^bench-train /bench-train chunk=128 /'
+    --chunk-size 128 | sed 's/^bench-train /bench-train chunk=128 /' || echo "bench-train chunk=128 stage=align: failed"
   "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda \
-    --no-activation-checkpointing --chunk-size 128 | sed 's/^bench-train /bench-train chunk=128 /'
+    --no-activation-checkpointing --chunk-size 128 | sed 's/^bench-train /bench-train chunk=128 /' ||
+    echo "bench-train chunk=128 stage=distill without activation checkpointing: failed"
 fi

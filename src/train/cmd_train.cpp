@@ -67,7 +67,8 @@ void add_bench_train(CLI::App& app) {
   cmd->add_option("--device", b->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
   cmd->add_option("--peak-tflops", b->peak_tflops, "peak dense bf16 TFLOP/s for MFU")->capture_default_str();
   cmd->add_flag("--no-activation-checkpointing", *no_ckpt, "Stage II without recomputing layers");
-  cmd->add_option("--chunk-size", b->chunk_size, "the student's mLSTM chunk, 64 or 128 (default: the recipe's)");
+  cmd->add_option("--chunk-size", b->chunk_size, "the student's mLSTM chunk, 64 or 128 (default: the recipe's)")
+      ->check(CLI::IsMember({64, 128}));
   cmd->add_option("--profile", b->profile_top,
                   "after the timed steps, profile one step and print its N most expensive GPU kernels")
       ->check(CLI::NonNegativeNumber);

@@ -13,7 +13,8 @@
 #                  the Triton limit_chunk mLSTM when .whl is carried)
 #   profile        where the GPU time goes, kernel by kernel: a student and teacher
 #                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
-#   ncu-decode     Nsight Compute counters of one student decode-mixer launch (B=8)
+#   ncu-decode     Nsight Compute counters of the 41st student decode-mixer launch of a
+#                  --batch 8 bench (on 2026-12-07 that launch had B=1: 64 blocks)
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
 #                  warm machine; DEMO_FRESH=1 starts over)
 # Logs and JSON lines under $OUT, packed into $OUT/session_logs.tgz at the end; the
@@ -141,8 +142,8 @@ for part in "$@"; do
       row profile done $(( $(date +%s) - start )) "profile_{decode,prefill,train}.log"
       ;;
     ncu-decode)
-      # Hardware counters of the student's decode mixer kernel (one launch, after the
-      # warm-up steps): where a launch waits, how many bytes it moves. Firecracker only.
+      # Hardware counters of one launch of the student's decode mixer kernel (check its
+      # grid size in the log: not every launch has the bench's batch). Firecracker only.
       ncu --clock-control none -k regex:student_decode_step --launch-skip 40 --launch-count 1 \
         --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats \
         --section Occupancy $BIN bench inference --shape llama-3.1-8b --batch 8 --context 1k --gen 8 --device cuda \

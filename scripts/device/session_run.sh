@@ -13,6 +13,7 @@
 #                  the Triton limit_chunk mLSTM when .whl is carried)
 #   profile        where the GPU time goes, kernel by kernel: a student and teacher
 #                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
+#   profile-train  only the training steps of profile (both stages, top 30 kernels each)
 #   ncu-decode     Nsight Compute counters of the 41st student decode-mixer launch of a
 #                  --batch 8 bench (on 2026-12-07 that launch had B=1: 64 blocks)
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
@@ -140,6 +141,11 @@ for part in "$@"; do
       tools/bench_train.sh $BIN 2 30 2>&1 | grep -v "^\[" > "$OUT/profile_train.log"
       grep -A 12 "GPU time of one decode step, student" "$OUT/profile_decode.log"
       row profile done $(( $(date +%s) - start )) "profile_{decode,prefill,train}.log"
+      ;;
+    profile-train)
+      tools/bench_train.sh $BIN 2 30 2>&1 | grep -v "^\[" > "$OUT/profile_train.log"
+      grep "bench-train" "$OUT/profile_train.log"
+      row profile-train done $(( $(date +%s) - start )) "profile_train.log"
       ;;
     ncu-decode)
       # Hardware counters of one launch of the student's decode mixer kernel (check its

@@ -10,7 +10,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${1:-$ROOT/build}"
 shift || true
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_kernel_profile_gpu xd_bench_kernels)
+((${#TARGETS[@]})) || TARGETS=(xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_kernel_profile_gpu test_train_gpu xd_bench_kernels)
 ninja -C "$BUILD" "${TARGETS[@]}"
 [[ -f "$BUILD/kernels/libxdistill_kernels.a" ]] ||
   { echo "pack_prebuilt: $BUILD was configured without the CUDA kernels" >&2; exit 1; }

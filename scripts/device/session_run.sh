@@ -51,7 +51,7 @@ if [[ -n "${PREBUILT:-}" ]]; then
   row prebuilt "$([[ $rc == 0 ]] && echo ok || echo FAILED)" $(( $(date +%s) - start )) ""
 else
   scripts/device/build_and_test.sh --no-tests \
-    --targets "xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_torch_io_gpu test_kernel_profile_gpu" > "$OUT/build_summary.log" 2>&1
+    --targets "xdistill test_ops_cuda test_infer_gpu test_decoder_gpu test_torch_io_gpu test_kernel_profile_gpu test_train_gpu" > "$OUT/build_summary.log" 2>&1
   rc=$?
   tail -3 "$OUT/build_summary.log"
   row build "$([[ $rc == 0 ]] && echo ok || echo FAILED)" $(( $(date +%s) - start )) ""

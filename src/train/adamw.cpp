@@ -4,22 +4,56 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "xdistill/util/error.h"
 #include "xdistill/util/log.h"
 
+#ifdef XDISTILL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "adamw_step_params.h"
+#include "ops/kernel_args.h"
+#endif
+
 namespace xd::train {
+namespace {
+
+// Every tensor on CUDA, float32 masters, and XD_FUSED_ADAMW not "off".
+bool kernel_usable(const std::vector<at::Tensor>& params) {
+#ifdef XDISTILL_WITH_CUDA
+  const char* env = std::getenv("XD_FUSED_ADAMW");
+  if (env && std::strcmp(env, "off") == 0) return false;
+  for (const auto& p : params) {
+    if (!p.is_cuda() || !p.is_contiguous()) return false;
+    const auto t = p.scalar_type();
+    if (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) return false;
+  }
+  return !params.empty();
+#else
+  (void)params;
+  return false;
+#endif
+}
+
+}  // namespace
 
 AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options) : opt_(options) {
   XD_CHECK(!params.empty(), "optimizer: no parameters to train");
   at::NoGradGuard no_grad;
+  std::vector<at::Tensor> all;
+  for (auto& [name, p] : params) all.push_back(p);
+  use_kernel_ = kernel_usable(all);
+  buffers_ = opt_.fp32_gradient_buffers || !use_kernel_;
   for (auto& [name, p] : params) {
     XD_CHECK(p.is_floating_point(), "optimizer: parameter '", name, "' is not floating point");
     names_.push_back(name);
     params_.push_back(p);
     // fp32 parameters are their own master; others get an fp32 copy.
     masters_.push_back(p.scalar_type() == at::kFloat ? p : p.detach().to(at::kFloat).clone());
-    grads_.push_back(at::zeros_like(masters_.back()));
+    if (buffers_) grads_.push_back(at::zeros_like(masters_.back()));
     exp_avg_.push_back(at::zeros_like(masters_.back()));
     exp_avg_sq_.push_back(at::zeros_like(masters_.back()));
     decayed_.push_back(opt_.decay_vectors || p.dim() >= 2);
@@ -33,7 +67,32 @@ int64_t AdamW::num_parameters() const {
   return n;
 }
 
+std::vector<at::Tensor>& AdamW::gradients() {
+  XD_CHECK(buffers_, "optimizer: gradients() needs fp32 gradient buffers (this AdamW reads .grad in place)");
+  return grads_;
+}
+
+std::vector<at::Tensor> AdamW::current_gradients() const {
+  if (buffers_) return grads_;
+  std::vector<at::Tensor> out;
+  for (const auto& p : params_)
+    if (p.grad().defined()) out.push_back(p.grad());
+  return out;
+}
+
+void AdamW::release_gradients() {
+  if (buffers_) at::_foreach_zero_(grads_);
+  for (auto& p : params_) p.mutable_grad() = at::Tensor();
+  micro_batches_ = 0;
+}
+
 void AdamW::accumulate_gradients() {
+  if (!buffers_) {
+    // The gradients stay in .grad; a second backward would sum into them in bf16.
+    XD_CHECK(++micro_batches_ == 1, "optimizer: a second micro-batch in one step needs fp32 gradient buffers ",
+             "(AdamWOptions::fp32_gradient_buffers)");
+    return;
+  }
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> sums, fresh;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -46,19 +105,23 @@ void AdamW::accumulate_gradients() {
   if (!sums.empty()) at::_foreach_add_(sums, fresh);
 }
 
-void AdamW::zero_grad() {
-  at::_foreach_zero_(grads_);
-  for (auto& p : params_) p.mutable_grad() = at::Tensor();
-}
+void AdamW::zero_grad() { release_gradients(); }
 
 double AdamW::clip_grad_norm(double max_norm) {
   at::NoGradGuard no_grad;
-  const auto norms = at::_foreach_norm(grads_, 2);
-  const double total = at::stack(norms).to(at::kDouble).square().sum().sqrt().item<double>();
+  const std::vector<at::Tensor> grads = current_gradients();
+  double total = 0.0;
+  if (!grads.empty()) {
+    // Norms in fp32 whatever the gradients' dtype (a bf16 norm would round the clip coefficient).
+    const auto norms = at::_foreach_norm(grads, 2, at::kFloat);
+    total = at::stack(norms).to(at::kDouble).square().sum().sqrt().item<double>();
+  }
   last_norm_ = total;
   norm_measured_ = true;
+  clip_coef_ = 1.0;
   if (max_norm > 0 && std::isfinite(total) && total > max_norm) {
-    at::_foreach_mul_(grads_, max_norm / (total + 1e-6));
+    clip_coef_ = max_norm / (total + 1e-6);
+    if (!use_kernel_) at::_foreach_mul_(grads_, clip_coef_);
   }
   return total;
 }
@@ -74,10 +137,15 @@ bool AdamW::step(double lr) {
   if (!std::isfinite(last_norm_)) {
     // An inf/NaN gradient would poison the moments for good: skip, as ShardedAdamW does.
     log::warn("AdamW: gradient norm is ", last_norm_, " at step ", step_ + 1, "; the step is skipped");
-    at::_foreach_zero_(grads_);
+    release_gradients();
     return false;
   }
   ++step_;
+  if (use_kernel_) {
+    kernel_update(lr);
+    release_gradients();
+    return true;
+  }
   at::_foreach_add_(steps_, 1.0);
   for (const bool decayed : {true, false}) {
     std::vector<at::Tensor> masters, grads, exp_avg, exp_avg_sq, steps;
@@ -101,8 +169,51 @@ bool AdamW::step(double lr) {
     their_masters.push_back(masters_[i]);
   }
   if (!low_precision.empty()) at::_foreach_copy_(low_precision, their_masters);
-  at::_foreach_zero_(grads_);
+  release_gradients();
   return true;
+}
+
+// One kernel pass per tensor: masters, moments and the model's copy, the clipping
+// coefficient applied to the gradient as it is read.
+void AdamW::kernel_update(double lr) {
+#ifdef XDISTILL_WITH_CUDA
+  namespace xk = xd::kernels;
+  using ops::kernel_args::dtype_or_throw;
+  const c10::cuda::CUDAGuard guard(masters_.front().device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const double t = static_cast<double>(step_);
+  for (size_t i = 0; i < masters_.size(); ++i) {
+    xk::AdamWStepParams p{};
+    p.master = masters_[i].data_ptr<float>();
+    p.exp_avg = exp_avg_[i].data_ptr<float>();
+    p.exp_avg_sq = exp_avg_sq_[i].data_ptr<float>();
+    const at::Tensor& g = buffers_ ? grads_[i] : params_[i].grad();
+    if (g.defined()) {
+      XD_CHECK(g.is_contiguous() && g.numel() == masters_[i].numel(), "optimizer: the gradient of '", names_[i],
+               "' is not a contiguous tensor of ", masters_[i].numel(), " elements");
+      p.grad = g.data_ptr();
+      p.grad_dtype = dtype_or_throw(g);
+    }
+    if (!params_[i].is_same(masters_[i])) {
+      p.param = params_[i].data_ptr();
+      p.param_dtype = dtype_or_throw(params_[i]);
+    }
+    p.n = masters_[i].numel();
+    p.lr = static_cast<float>(lr);
+    p.beta1 = static_cast<float>(opt_.beta1);
+    p.beta2 = static_cast<float>(opt_.beta2);
+    p.eps = static_cast<float>(opt_.eps);
+    p.weight_decay = static_cast<float>(decayed_[i] ? opt_.weight_decay : 0.0);
+    p.grad_scale = static_cast<float>(clip_coef_);
+    p.bias_correction1 = static_cast<float>(1.0 - std::pow(opt_.beta1, t));
+    p.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(opt_.beta2, t)));
+    xk::adamw_step(p, stream);
+    ops::kernel_args::check_launch("adamw_step");
+  }
+#else
+  (void)lr;
+  throw Error("optimizer: the CUDA AdamW kernel is not built");
+#endif
 }
 
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state_tensors() const {

@@ -105,7 +105,9 @@ void run_train_benchmark(const TrainBenchmark& b) {
     item.value().set_requires_grad(trained);
     if (trained) s.trained.emplace_back(item.key(), item.value());
   }
-  s.optimizer = std::make_unique<AdamW>(s.trained, AdamWOptions{});
+  AdamWOptions adam;
+  adam.fp32_gradient_buffers = false;  // one micro-batch per step, as the trainer on one rank
+  s.optimizer = std::make_unique<AdamW>(s.trained, adam);
   s.data = synthetic_source(config.vocab_size, b.seq, 1, 0, 1);
   const double flops_token = flops_per_token(s);
   log::info("bench-train: ", b.stage, " at ", b.shape, " shapes, batch ", b.batch, ", seq ", b.seq, ", ",

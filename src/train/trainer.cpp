@@ -101,7 +101,10 @@ void make_optimizer(TrainSession& s) {
       s.group->broadcast(data, 0);
     }
   }
-  s.optimizer = std::make_unique<AdamW>(s.trained, AdamWOptions{r.beta1, r.beta2, r.eps, r.weight_decay, false});
+  AdamWOptions adam{r.beta1, r.beta2, r.eps, r.weight_decay, false};
+  // fp32 buffers only where micro-batches are summed or ranks reduce them.
+  adam.fp32_gradient_buffers = r.grad_accum > 1 || s.group->size() > 1;
+  s.optimizer = std::make_unique<AdamW>(s.trained, adam);
 }
 
 int64_t trained_numel(const TrainSession& s) {

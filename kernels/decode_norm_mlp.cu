@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdint>
+
 #include "decode_norm_mlp_params.h"
 #include "float_cast.cuh"
 
@@ -88,6 +90,58 @@ __global__ void silu_mul_kernel(DecodeSiluMulParams p) {
   }
 }
 
+// 16 bytes of gate and up per thread and iteration (rows contiguous, 16-byte aligned).
+template <typename T>
+__global__ void silu_mul_vec_kernel(DecodeSiluMulParams p) {
+  using V = Pack<T>;
+  const long long vectors = (long long)p.rows * p.cols / V::n;
+  for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < vectors;
+       idx += (long long)gridDim.x * blockDim.x) {
+    V g, u, o;
+    g.raw = reinterpret_cast<const uint4*>(p.gate)[idx];
+    u.raw = reinterpret_cast<const uint4*>(p.up)[idx];
+#pragma unroll
+    for (int i = 0; i < V::n; ++i) {
+      const float x = Cvt<T>::to_float(g.e[i]);
+      o.e[i] = Cvt<T>::from_float(__fmul_rn(rnd<T>(x / (1.f + expf(-x))), Cvt<T>::to_float(u.e[i])));
+    }
+    reinterpret_cast<uint4*>(p.out)[idx] = o.raw;
+  }
+}
+
+// One thread per 16 bytes of the first half of a row and the matching 16 bytes of the
+// second half (the partners r = (-x2, x1) of each other), so every byte is loaded once.
+template <typename T>
+__global__ void rope_rows_vec_kernel(RopeRowsParams p) {
+  using V = Pack<T>;
+  const int half = p.D / 2, per_row = half / V::n;
+  const long long total = (long long)p.B * p.H * p.T * per_row;
+  for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+       idx += (long long)gridDim.x * blockDim.x) {
+    const int d0 = static_cast<int>(idx % per_row) * V::n;
+    long long row = idx / per_row;
+    const int t = static_cast<int>(row % p.T);
+    row /= p.T;
+    const int h = static_cast<int>(row % p.H), b = static_cast<int>(row / p.H);
+    const T* x = static_cast<const T*>(p.x) + b * p.x_sb + h * p.x_sh + t * p.x_st;
+    T* out = static_cast<T*>(p.out) + b * p.out_sb + h * p.out_sh + t * p.out_st;
+    V lo, hi, out_lo, out_hi;
+    lo.raw = *reinterpret_cast<const uint4*>(x + d0);
+    hi.raw = *reinterpret_cast<const uint4*>(x + d0 + half);
+    const float* c = p.cos + (long long)t * p.D;
+    const float* sn = p.sin + (long long)t * p.D;
+#pragma unroll
+    for (int i = 0; i < V::n; ++i) {
+      const float x1 = Cvt<T>::to_float(lo.e[i]), x2 = Cvt<T>::to_float(hi.e[i]);
+      const int d = d0 + i;
+      out_lo.e[i] = Cvt<T>::from_float(rope<T>(x1, -x2, c[d], sn[d], p.in_fp32));
+      out_hi.e[i] = Cvt<T>::from_float(rope<T>(x2, x1, c[d + half], sn[d + half], p.in_fp32));
+    }
+    *reinterpret_cast<uint4*>(out + d0) = out_lo.raw;
+    *reinterpret_cast<uint4*>(out + d0 + half) = out_hi.raw;
+  }
+}
+
 // One thread per output element; the partner element r = (-x2, x1) is read from the
 // same row (an L1 hit), so each row is read from memory once.
 template <typename T>
@@ -110,10 +164,21 @@ __global__ void rope_rows_kernel(RopeRowsParams p) {
   }
 }
 
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
 template <typename T>
 void launch_rope(const RopeRowsParams& p, cudaStream_t stream) {
-  const long long total = (long long)p.B * p.H * p.T * p.D;
+  const int n = 16 / static_cast<int>(sizeof(T));
+  const auto row_ok = [&](long long stride) { return (stride * (long long)sizeof(T)) % 16 == 0; };
   const int threads = 256;
+  if (p.D % (2 * n) == 0 && aligned16(p.x) && aligned16(p.out) && row_ok(p.x_sb) && row_ok(p.x_sh) &&
+      row_ok(p.x_st) && row_ok(p.out_sb) && row_ok(p.out_sh) && row_ok(p.out_st)) {
+    const long long work = (long long)p.B * p.H * p.T * (p.D / (2 * n));
+    const long long blocks = (work + threads - 1) / threads;
+    rope_rows_vec_kernel<T><<<static_cast<int>(blocks < 8192 ? blocks : 8192), threads, 0, stream>>>(p);
+    return;
+  }
+  const long long total = (long long)p.B * p.H * p.T * p.D;
   const long long blocks = (total + threads - 1) / threads;
   rope_rows_kernel<T><<<static_cast<int>(blocks < 8192 ? blocks : 8192), threads, 0, stream>>>(p);
 }
@@ -127,6 +192,12 @@ template <typename T>
 void launch_silu(const DecodeSiluMulParams& p, cudaStream_t stream) {
   const long long total = (long long)p.rows * p.cols;
   const int threads = 256;
+  const int n = 16 / static_cast<int>(sizeof(T));
+  if (total % n == 0 && aligned16(p.gate) && aligned16(p.up) && aligned16(p.out)) {
+    const long long blocks = (total / n + threads - 1) / threads;
+    silu_mul_vec_kernel<T><<<static_cast<int>(blocks < 8192 ? blocks : 8192), threads, 0, stream>>>(p);
+    return;
+  }
   const long long blocks = (total + threads - 1) / threads;
   silu_mul_kernel<T><<<static_cast<int>(blocks < 4096 ? blocks : 4096), threads, 0, stream>>>(p);
 }

@@ -5,6 +5,7 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include "ops/row_kernels.h"
 #include "ops/window_heads.h"
 #include "xdistill/infer/engine.h"
 #include "xdistill/infer/window_prefill.h"
@@ -300,10 +301,12 @@ TEST(InferenceGpu, RowKernelsEqualTheirAtenOperations) {
   torch::manual_seed(31);
   for (auto dtype : {at::kBFloat16, at::kFloat}) {
     const auto o = at::TensorOptions().device(at::kCUDA).dtype(dtype);
-    const auto x = torch::randn({2, 37, 4, 64}, o).transpose(1, 2);  // [B,H,T,D] view of [B,T,H,D]
-    const auto angles = torch::rand({37, 64}, at::TensorOptions().device(at::kCUDA)) * 6.0;
-    const auto cos = angles.cos(), sin = angles.sin();
+    // D = 64: 16-byte halves (the vector kernel); D = 12: the element-wise kernel.
+    for (int64_t D : {64, 12})
     for (bool in_fp32 : {false, true}) {
+      const auto x = torch::randn({2, 37, 4, D}, o).transpose(1, 2);  // [B,H,T,D] view of [B,T,H,D]
+      const auto angles = torch::rand({37, D}, at::TensorOptions().device(at::kCUDA)) * 6.0;
+      const auto cos = angles.cos(), sin = angles.sin();
       at::Tensor want, got;
       {
         at::AutoGradMode with_autograd(true);
@@ -313,7 +316,7 @@ TEST(InferenceGpu, RowKernelsEqualTheirAtenOperations) {
         torch::NoGradGuard no_grad;
         got = models::apply_rotary(x, cos, sin, in_fp32);
       }
-      EXPECT_TRUE(torch::equal(got, want)) << "RoPE " << dtype << " in_fp32 " << in_fp32;
+      EXPECT_TRUE(torch::equal(got, want)) << "RoPE " << dtype << " D " << D << " in_fp32 " << in_fp32;
       EXPECT_EQ(got.strides(), want.strides());
     }
     const auto hidden = torch::randn({3, 5, 256}, o);
@@ -337,6 +340,14 @@ TEST(InferenceGpu, RowKernelsEqualTheirAtenOperations) {
     }
     EXPECT_LT(relative_error(got_norm, want_norm), dtype == at::kFloat ? 1e-6 : 4e-3) << dtype;
     EXPECT_TRUE(torch::equal(got_mlp, want_mlp)) << "SiLU * up " << dtype;
+    // Rows of 5 (not 16 bytes): the element-wise SiLU * up kernel.
+    const auto gate = torch::randn({7, 5}, o), up = torch::randn({7, 5}, o);
+    at::Tensor want_silu;
+    {
+      at::AutoGradMode with_autograd(true);
+      want_silu = (torch::silu(gate) * up).detach();
+    }
+    EXPECT_TRUE(torch::equal(ops::fused_silu_mul(gate, up), want_silu)) << "SiLU * up, 35 elements " << dtype;
   }
   unsetenv("XD_ROPE_KERNEL");
 }

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "ops/hybrid_mix.h"
 #include "ops/window_heads.h"
 #include "xdistill/infer/window_prefill.h"
 #include "xdistill/util/error.h"
@@ -78,20 +79,21 @@ at::Tensor head_dot_weights(const at::Tensor& u, int64_t Hx) {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// out = o * global + (1 - o) * local, computed in float32 (the operands are read as
-// bfloat16 and promoted inside the kernels, no float32 copies of them) and written
-// once, in the [B,S,H,Dh] layout that W_o reads. The backward writes each gradient
+// out = o * global + (1 - o) * local, computed in float32 and written once, in the
+// [B,S,H,Dh] layout that W_o reads: on CUDA one kernel each way (ops/hybrid_mix.h),
+// elsewhere ATen ops. The backward writes each gradient
 // in the layout its consumer reads: the mLSTM's [B,H,S,Dh] and the window
 // attention's [B,S,H,Dh].
 struct MixBranches : public torch::autograd::Function<MixBranches> {
   // global, local: [B,H,S,Dh] (any strides); gate: [B,S,H] float32. Returns [B,S,H,Dh].
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& global, const at::Tensor& local,
                             const at::Tensor& gate) {
+    ctx->save_for_backward({global, local, gate});
+    if (ops::fused_mix_supported(global, local, gate)) return ops::fused_mix_forward(global, local, gate);
     const at::Tensor o = gate.unsqueeze(-1);
     const at::Tensor g = global.transpose(1, 2), l = local.transpose(1, 2);
     at::Tensor out = at::empty(g.sizes(), global.options());
     at::addcmul_out(out, o * g, 1 - o, l);
-    ctx->save_for_backward({global, local, gate});
     return out;
   }
 
@@ -99,6 +101,11 @@ struct MixBranches : public torch::autograd::Function<MixBranches> {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &global = saved[0], &local = saved[1], &gate = saved[2];
     const at::Tensor& grad = grads[0];  // [B,S,H,Dh]
+    if (ops::fused_mix_supported(global, local, gate)) {
+      auto [d_global, d_local, d_gate] = ops::fused_mix_backward(
+          grad, global, local, gate, ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2));
+      return {d_global, d_local, d_gate};
+    }
     const at::Tensor o = gate.unsqueeze(-1);
     const at::Tensor g = global.transpose(1, 2), l = local.transpose(1, 2);
     at::Tensor grad_global, grad_local, grad_gate;

@@ -1,6 +1,6 @@
-// The CUDA forms of the training losses and of AdamW (kernels/loss_rows.cu,
-// kernels/adamw_step.cu) against float64 oracles written out here, and against the
-// ATen forms they replace (XD_FUSED_LOSSES=off, XD_FUSED_ADAMW=off) on the same GPU.
+// The CUDA forms of the training losses, of AdamW and of the hybrid mix
+// (kernels/loss_rows.cu, adamw_step.cu, hybrid_mix.cu) against float64 oracles written
+// out here, and against the ATen forms they replace (XD_FUSED_LOSSES=off, XD_FUSED_ADAMW=off) on the same GPU.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "ops/hybrid_mix.h"
 #include "xdistill/train/adamw.h"
 #include "xdistill/train/losses.h"
 #include "xdistill/util/error.h"
@@ -265,4 +266,39 @@ TEST(FusedAdamWGpu, KernelAndAtenPathsAgree) {
     finals.push_back(adam.state_tensors()[0].second.clone());
   }
   EXPECT_LE(rel_err(finals[0], finals[1]), 1e-6);
+}
+
+// The student's branch mix (ops/hybrid_mix.h) against float64, in the layouts the
+// hybrid block hands it: global contiguous [B,H,S,Dh], local a [B,H,S,Dh] view of
+// [B,S,H,Dh]; Dh = 128 (four elements per lane) and Dh = 6 (one per lane).
+TEST(HybridMixGpu, ForwardAndBackwardMatchFloat64) {
+  XD_REQUIRE_CUDA();
+  for (const auto& [D, dtype] : {std::pair<int64_t, at::ScalarType>{128, at::kBFloat16}, {6, at::kBFloat16},
+                                 {64, at::kFloat}}) {
+    torch::manual_seed(D);
+    const int64_t B = 2, H = 3, S = 19;
+    const auto cuda = at::TensorOptions().device(at::kCUDA);
+    const auto global = at::randn({B, H, S, D}, cuda).to(dtype);
+    const auto local = at::randn({B, S, H, D}, cuda).to(dtype).transpose(1, 2);
+    const auto gate = at::rand({B, S, H}, cuda);
+    const auto grad = at::randn({B, S, H, D}, cuda).to(dtype);
+    ASSERT_TRUE(xd::ops::fused_mix_supported(global, local, gate));
+    const auto out = xd::ops::fused_mix_forward(global, local, gate);
+    auto [d_global, d_local, d_gate] = xd::ops::fused_mix_backward(grad, global, local, gate, true, true, true);
+
+    const auto g64 = global.to(at::kDouble).transpose(1, 2), l64 = local.to(at::kDouble).transpose(1, 2);
+    const auto o64 = gate.to(at::kDouble).unsqueeze(-1), gr64 = grad.to(at::kDouble);
+    const double tol = dtype == at::kFloat ? 1e-6 : 4e-3;
+    const std::string what = std::string(c10::toString(dtype)) + " Dh=" + std::to_string(D);
+    EXPECT_LE(rel_err(out, o64 * g64 + (1 - o64) * l64), tol) << what;
+    EXPECT_TRUE(out.is_contiguous()) << what;
+    EXPECT_LE(rel_err(d_global, (gr64 * o64).transpose(1, 2)), tol) << what;
+    EXPECT_TRUE(d_global.is_contiguous()) << what;
+    EXPECT_LE(rel_err(d_local, (gr64 * (1 - o64)).transpose(1, 2)), tol) << what;
+    EXPECT_LE(rel_err(d_gate, (gr64 * (g64 - l64)).sum(-1)), 1e-5) << what;
+    // Only what is asked for is computed.
+    auto [none_global, none_local, only_gate] = xd::ops::fused_mix_backward(grad, global, local, gate, false, false, true);
+    EXPECT_FALSE(none_global.defined() || none_local.defined());
+    EXPECT_TRUE(only_gate.equal(d_gate)) << what;
+  }
 }

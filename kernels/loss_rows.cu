@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kThreads) distill_backward_kernel(DistillLogit
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) squared_error_kernel(RowSquaredErrorParams p, bool vec) {
+__global__ void __launch_bounds__(kThreads) squared_error_kernel(SquaredErrorParams p, bool vec) {
   constexpr int n = Pack16<T>::n;
   for (long long r = blockIdx.x; r < p.rows; r += gridDim.x) {
     const T* a = static_cast<const T*>(p.a) + r * p.a_row_stride;
@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(kThreads) squared_error_kernel(RowSquaredError
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) squared_error_backward_kernel(SquaredErrorBackwardParams p, bool vec) {
+__global__ void __launch_bounds__(kThreads) squared_error_backward_kernel(SquaredErrorParams p, bool vec) {
   constexpr int n = Pack16<T>::n;
   const float scale = *p.scale_device * p.scale;
   for (long long r = blockIdx.x; r < p.rows; r += gridDim.x) {
@@ -219,13 +219,13 @@ template <typename T> struct LaunchDistill {
   }
 };
 template <typename T> struct LaunchSq {
-  static void run(const RowSquaredErrorParams& p, cudaStream_t s) {
+  static void run(const SquaredErrorParams& p, cudaStream_t s) {
     const bool vec = rows_aligned(p.a, p.a_row_stride, p.dtype) && rows_aligned(p.b, p.b_row_stride, p.dtype);
     squared_error_kernel<T><<<grid(p.rows), kThreads, 0, s>>>(p, vec);
   }
 };
 template <typename T> struct LaunchSqBack {
-  static void run(const SquaredErrorBackwardParams& p, cudaStream_t s) {
+  static void run(const SquaredErrorParams& p, cudaStream_t s) {
     const bool vec = rows_aligned(p.a, p.a_row_stride, p.dtype) && rows_aligned(p.b, p.b_row_stride, p.dtype) &&
                      rows_aligned(p.grad_a, p.cols, p.dtype);
     squared_error_backward_kernel<T><<<grid(p.rows), kThreads, 0, s>>>(p, vec);
@@ -240,10 +240,10 @@ void row_logsumexp(const RowLogSumExpParams& p, cudaStream_t stream) {
 void distill_logits_backward(const DistillLogitsBackwardParams& p, cudaStream_t stream) {
   if (p.rows > 0) by_dtype<LaunchDistill>(p.dtype, p, stream);
 }
-void row_squared_error(const RowSquaredErrorParams& p, cudaStream_t stream) {
+void row_squared_error(const SquaredErrorParams& p, cudaStream_t stream) {
   if (p.rows > 0) by_dtype<LaunchSq>(p.dtype, p, stream);
 }
-void squared_error_backward(const SquaredErrorBackwardParams& p, cudaStream_t stream) {
+void squared_error_backward(const SquaredErrorParams& p, cudaStream_t stream) {
   if (p.rows > 0) by_dtype<LaunchSqBack>(p.dtype, p, stream);
 }
 

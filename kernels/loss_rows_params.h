@@ -39,29 +39,25 @@ struct DistillLogitsBackwardParams {
   int k;
 };
 
-// sq[r] = sum_j (a[r, j] - b[r, j])^2, a and b of one dtype.
-struct RowSquaredErrorParams {
+// Rows of a and b (one dtype):
+//   row_squared_error:      sq[r] = sum_j (a[r, j] - b[r, j])^2
+//   squared_error_backward: grad_a[r, j] = (*scale_device) * scale * (a[r, j] - b[r, j]) in
+//                           a's dtype, grad_a contiguous; the upstream gradient is a device
+//                           scalar (no host sync).
+struct SquaredErrorParams {
   const void* a;
   const void* b;
   DecodeDtype dtype;
   long long rows, cols, a_row_stride, b_row_stride;
-  float* sq;  // [rows]
-};
-
-// grad_a[r, j] = (*scale_device) * scale * (a[r, j] - b[r, j]) in a's dtype; grad_a contiguous.
-struct SquaredErrorBackwardParams {
-  const void* a;
-  const void* b;
-  void* grad_a;
-  DecodeDtype dtype;
-  long long rows, cols, a_row_stride, b_row_stride;
-  const float* scale_device;  // the upstream gradient, a device scalar (no host sync)
-  float scale;
+  float* sq;                  // [rows], forward
+  void* grad_a;               // backward
+  const float* scale_device;  // backward
+  float scale;                // backward
 };
 
 void row_logsumexp(const RowLogSumExpParams& p, cudaStream_t stream);
 void distill_logits_backward(const DistillLogitsBackwardParams& p, cudaStream_t stream);
-void row_squared_error(const RowSquaredErrorParams& p, cudaStream_t stream);
-void squared_error_backward(const SquaredErrorBackwardParams& p, cudaStream_t stream);
+void row_squared_error(const SquaredErrorParams& p, cudaStream_t stream);
+void squared_error_backward(const SquaredErrorParams& p, cudaStream_t stream);
 
 }  // namespace xd::kernels

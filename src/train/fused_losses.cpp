@@ -63,6 +63,19 @@ at::Tensor launch_logsumexp(const at::Tensor& rows) {
   check_launch("row_logsumexp");
   return lse;
 }
+
+// a, b: [rows, cols] with unit column stride.
+xk::SquaredErrorParams squared_error_params(const at::Tensor& a, const at::Tensor& b) {
+  xk::SquaredErrorParams p{};
+  p.a = a.data_ptr();
+  p.b = b.data_ptr();
+  p.dtype = dtype_or_throw(a);
+  p.rows = a.size(0);
+  p.cols = a.size(1);
+  p.a_row_stride = a.stride(0);
+  p.b_row_stride = b.stride(0);
+  return p;
+}
 #endif
 
 using torch::autograd::AutogradContext;
@@ -138,14 +151,7 @@ struct AlignmentFunction : public torch::autograd::Function<AlignmentFunction> {
     const at::Tensor a = rows_of(student_h), b = rows_of(teacher_h);
     at::Tensor sq = at::empty({a.size(0)}, a.options().dtype(at::kFloat));
 #ifdef XDISTILL_WITH_CUDA
-    xk::RowSquaredErrorParams p{};
-    p.a = a.data_ptr();
-    p.b = b.data_ptr();
-    p.dtype = dtype_or_throw(a);
-    p.rows = a.size(0);
-    p.cols = a.size(1);
-    p.a_row_stride = a.stride(0);
-    p.b_row_stride = b.stride(0);
+    xk::SquaredErrorParams p = squared_error_params(a, b);
     p.sq = sq.data_ptr<float>();
     xk::row_squared_error(p, at::cuda::getCurrentCUDAStream());
     check_launch("row_squared_error");
@@ -165,15 +171,8 @@ struct AlignmentFunction : public torch::autograd::Function<AlignmentFunction> {
     at::Tensor grad = at::empty(a.sizes(), a.options().memory_format(at::MemoryFormat::Contiguous));
 #ifdef XDISTILL_WITH_CUDA
     const at::Tensor g = grads[0].to(at::kFloat).contiguous();
-    xk::SquaredErrorBackwardParams p{};
-    p.a = a.data_ptr();
-    p.b = b.data_ptr();
+    xk::SquaredErrorParams p = squared_error_params(a, b);
     p.grad_a = grad.data_ptr();
-    p.dtype = dtype_or_throw(a);
-    p.rows = a.size(0);
-    p.cols = a.size(1);
-    p.a_row_stride = a.stride(0);
-    p.b_row_stride = b.stride(0);
     p.scale_device = g.data_ptr<float>();
     p.scale = static_cast<float>(2.0 / (static_cast<double>(a.size(1)) * static_cast<double>(batch)));
     xk::squared_error_backward(p, at::cuda::getCurrentCUDAStream());

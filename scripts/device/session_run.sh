@@ -14,6 +14,7 @@
 #   profile        where the GPU time goes, kernel by kernel: a student and teacher
 #                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
 #   profile-train  only the training steps of profile (both stages, top 30 kernels each)
+#   sanitize-train compute-sanitizer memcheck over the training-step kernels' GPU tests
 #   ncu-decode     Nsight Compute counters of the 41st student decode-mixer launch of a
 #                  --batch 8 bench (on 2026-12-07 that launch had B=1: 64 blocks)
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
@@ -146,6 +147,14 @@ for part in "$@"; do
       tools/bench_train.sh $BIN 2 30 2>&1 | grep -v "^\[" > "$OUT/profile_train.log"
       grep "bench-train" "$OUT/profile_train.log"
       row profile-train done $(( $(date +%s) - start )) "profile_train.log"
+      ;;
+    sanitize-train)
+      TT=build-device/tests/train/test_train_gpu
+      [[ -z "$TESTS_DIR" ]] || TT="$TESTS_DIR/test_train_gpu"
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$TT" > "$OUT/sanitize_train.log" 2>&1
+      rc=$?
+      tail -4 "$OUT/sanitize_train.log"
+      row sanitize-train "rc=$rc" $(( $(date +%s) - start )) "sanitize_train.log"
       ;;
     ncu-decode)
       # Hardware counters of one launch of the student's decode mixer kernel (check its

@@ -38,6 +38,8 @@ RMSNormImpl::RMSNormImpl(int64_t size, double eps_, bool weight_in_fp32_, const 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) const {
   if (use_row_kernels(x) && ops::fused_norm_supported(x, weight))
     return ops::fused_rmsnorm(x, weight, eps, weight_in_fp32);
+  if (x.is_cuda() && c10::GradMode::is_enabled() && ops::fused_norm_grad_supported(x, weight))
+    return ops::rmsnorm_with_grad(x, weight, eps, weight_in_fp32);  // training: one kernel each way
   const auto input_dtype = x.scalar_type();
   at::Tensor h = x.to(at::kFloat);
   const at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);

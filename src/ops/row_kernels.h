@@ -15,6 +15,11 @@ bool fused_norm_supported(const at::Tensor& like, const at::Tensor& weight);
 at::Tensor fused_rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, bool weight_in_fp32);
 std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight,
                                                     double eps, bool weight_in_fp32);
+// RMSNorm with autograd on CUDA (training): the forward above, the backward of
+// kernels/rmsnorm_backward.cu (dx and dweight in one pass over x and grad).
+// XD_FUSED_NORM_GRAD=off keeps training on the ATen ops.
+bool fused_norm_grad_supported(const at::Tensor& x, const at::Tensor& weight);
+at::Tensor rmsnorm_with_grad(const at::Tensor& x, const at::Tensor& weight, double eps, bool weight_in_fp32);
 // silu(gate) * up, both [.., I] of one shape and dtype, rounded as ATen's two ops.
 bool fused_silu_mul_supported(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);

@@ -1,6 +1,7 @@
-// The CUDA forms of the training losses, of AdamW and of the hybrid mix
-// (kernels/loss_rows.cu, adamw_step.cu, hybrid_mix.cu) against float64 oracles written
-// out here, and against the ATen forms they replace (XD_FUSED_LOSSES=off, XD_FUSED_ADAMW=off) on the same GPU.
+// The CUDA forms of the training losses, AdamW, the hybrid mix and RMSNorm's backward
+// (kernels/loss_rows.cu, adamw_step.cu, hybrid_mix.cu, rmsnorm_backward.cu) against
+// float64 oracles written out here, and against the ATen forms they replace
+// (XD_FUSED_LOSSES=off, XD_FUSED_ADAMW=off) on the same GPU.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "ops/hybrid_mix.h"
+#include "ops/row_kernels.h"
 #include "xdistill/train/adamw.h"
 #include "xdistill/train/losses.h"
 #include "xdistill/util/error.h"
@@ -300,5 +302,33 @@ TEST(HybridMixGpu, ForwardAndBackwardMatchFloat64) {
     auto [none_global, none_local, only_gate] = xd::ops::fused_mix_backward(grad, global, local, gate, false, false, true);
     EXPECT_FALSE(none_global.defined() || none_local.defined());
     EXPECT_TRUE(only_gate.equal(d_gate)) << what;
+  }
+}
+
+// RMSNorm with autograd (ops/row_kernels.h) against float64: Llama's w * round(n) and
+// OLMo's round(w * n), rows of 256 and 4096 (one and two 16-byte steps per thread at
+// 512 threads for 8192), gradients of x and of the weight.
+TEST(RmsNormGradGpu, ForwardAndBackwardMatchFloat64) {
+  XD_REQUIRE_CUDA();
+  for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{37, 256}, {300, 8192}, {5, 96}}) {
+    for (bool weight_in_fp32 : {false, true}) {
+      torch::manual_seed(rows + cols);
+      const auto cuda = at::TensorOptions().device(at::kCUDA);
+      const auto x = (at::randn({1, rows, cols}, cuda) * 2).to(at::kBFloat16);
+      const auto w = (at::rand({cols}, cuda) + 0.5).to(at::kBFloat16);
+      const auto g = at::randn({1, rows, cols}, cuda).to(at::kBFloat16);
+      ASSERT_TRUE(xd::ops::fused_norm_grad_supported(x, w));
+      auto xl = x.clone().requires_grad_(true), wl = w.clone().requires_grad_(true);
+      const auto y = xd::ops::rmsnorm_with_grad(xl, wl, 1e-5, weight_in_fp32);
+      const auto grads = torch::autograd::grad({y}, {xl, wl}, {g});
+      auto x64 = x.to(at::kDouble).requires_grad_(true), w64 = w.to(at::kDouble).requires_grad_(true);
+      const auto y64 = w64 * (x64 * (x64.square().mean(-1, true) + 1e-5).rsqrt());
+      const auto g64 = torch::autograd::grad({y64}, {x64, w64}, {g.to(at::kDouble)});
+      const std::string what = std::to_string(rows) + "x" + std::to_string(cols) + (weight_in_fp32 ? " OLMo" : " Llama");
+      EXPECT_LE(rel_err(y, y64), 4e-3) << what;
+      EXPECT_LE(rel_err(grads[0], g64[0]), 4e-3) << what << " dx";
+      EXPECT_LE(rel_err(grads[1], g64[1]), 4e-3) << what << " dweight";
+      EXPECT_EQ(grads[1].scalar_type(), at::kBFloat16) << what;
+    }
   }
 }

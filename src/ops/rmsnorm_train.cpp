@@ -1,0 +1,104 @@
+// RMSNorm as an autograd function on CUDA (row_kernels.h): the forward row kernel, and
+// the backward kernel's dx plus per-block weight-gradient sums reduced here. The ATen
+// ops of models::RMSNorm stay for the CPU and for what the kernels do not cover.
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "ops/row_kernels.h"
+#include "xdistill/util/error.h"
+
+#ifdef XDISTILL_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "ops/kernel_args.h"
+#include "rmsnorm_backward_params.h"
+#endif
+
+namespace xd::ops {
+
+#ifdef XDISTILL_WITH_CUDA
+using namespace kernel_args;
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, double eps,
+                            bool weight_in_fp32) {
+    const at::Tensor xc = x.contiguous();
+    ctx->save_for_backward({xc, weight});
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["weight_in_fp32"] = weight_in_fp32;
+    return fused_rmsnorm(xc, weight, eps, weight_in_fp32);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1];
+    const c10::cuda::CUDAGuard guard(x.device());
+    const at::Tensor grad = grads[0].to(x.scalar_type()).contiguous();
+    const int rows = static_cast<int>(x.numel() / x.size(-1)), cols = static_cast<int>(x.size(-1));
+    // About four blocks per SM, each walking its rows with its weight-gradient sums in registers.
+    const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    const int rows_per_block = std::max(1, (rows + 4 * sms - 1) / (4 * sms));
+    const int blocks = xk::rmsnorm_backward_blocks(rows, rows_per_block);
+    at::Tensor grad_x = at::empty_like(x);
+    at::Tensor partial = at::empty({std::max(blocks, 1), cols}, x.options().dtype(at::kFloat));
+    xk::RmsNormBackwardParams p{};
+    p.x = x.data_ptr();
+    p.grad = grad.data_ptr();
+    p.weight = weight.data_ptr();
+    p.grad_x = grad_x.data_ptr();
+    p.grad_w_partial = partial.data_ptr<float>();
+    p.dtype = dtype_or_throw(x);
+    p.rows = rows;
+    p.cols = cols;
+    p.rows_per_block = rows_per_block;
+    p.eps = static_cast<float>(ctx->saved_data["eps"].toDouble());
+    p.weight_in_fp32 = ctx->saved_data["weight_in_fp32"].toBool();
+    at::Tensor grad_w;
+    if (rows > 0) {
+      xk::rmsnorm_backward(p, at::cuda::getCurrentCUDAStream());
+      check_launch("rmsnorm_backward");
+      grad_w = partial.sum(0).to(weight.scalar_type());  // a fixed order: deterministic
+    } else {
+      grad_w = at::zeros_like(weight);
+    }
+    return {grad_x, grad_w, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool fused_norm_grad_supported(const at::Tensor& x, const at::Tensor& weight) {
+  static const bool off = [] {
+    const char* v = std::getenv("XD_FUSED_NORM_GRAD");
+    return v != nullptr && std::strcmp(v, "off") == 0;
+  }();
+  xk::DecodeDtype dtype{};
+  return !off && fused_norm_supported(x, weight) && dtype_of(x.scalar_type(), dtype) &&
+         xk::rmsnorm_backward_supports(dtype, static_cast<int>(x.size(-1))) && x.numel() > 0 &&
+         x.numel() / x.size(-1) <= std::numeric_limits<int>::max();
+}
+
+at::Tensor rmsnorm_with_grad(const at::Tensor& x, const at::Tensor& weight, double eps, bool weight_in_fp32) {
+  XD_CHECK(fused_norm_grad_supported(x, weight), "RMSNorm kernels: input ", x.sizes(), " ", x.scalar_type(),
+           " with weight ", weight.sizes(), " ", weight.scalar_type(), " is not covered");
+  return RmsNormFunction::apply(x, weight, eps, weight_in_fp32);
+}
+
+#else
+
+bool fused_norm_grad_supported(const at::Tensor&, const at::Tensor&) { return false; }
+at::Tensor rmsnorm_with_grad(const at::Tensor&, const at::Tensor&, double, bool) {
+  throw Error("RMSNorm kernels: this build has no CUDA kernels");
+}
+
+#endif
+
+}  // namespace xd::ops

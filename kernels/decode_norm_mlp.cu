@@ -19,14 +19,7 @@ constexpr int kMaxVec = kDecodeNormMaxVectorsPerThread;
 template <typename T> using Cvt = FloatCast<T>;
 template <typename T> __device__ __forceinline__ float rnd(float x) { return round_to<T>(x); }
 
-// 16 bytes of T.
-template <typename T> struct Pack {
-  static constexpr int n = 16 / sizeof(T);
-  union {
-    uint4 raw;
-    T e[16 / sizeof(T)];
-  };
-};
+template <typename T> using Pack = Pack16<T>;
 
 template <typename T>
 __global__ void __launch_bounds__(kNormThreads) rmsnorm_kernel(DecodeRmsNormParams p) {

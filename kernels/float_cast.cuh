@@ -22,6 +22,15 @@ template <> struct FloatCast<__half> {
   static __device__ __forceinline__ __half from_float(float x) { return __float2half_rn(x); }
 };
 
+// 16 bytes of T, for vector loads and stores.
+template <typename T> struct Pack16 {
+  static constexpr int n = 16 / sizeof(T);
+  union {
+    uint4 raw;
+    T e[16 / sizeof(T)];
+  };
+};
+
 // x rounded to T and back.
 template <typename T> __device__ __forceinline__ float round_to(float x) {
   return FloatCast<T>::to_float(FloatCast<T>::from_float(x));

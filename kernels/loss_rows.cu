@@ -15,14 +15,6 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kMaxGrid = 65535;
 
-template <typename T> struct Pack16 {
-  static constexpr int n = 16 / sizeof(T);
-  union {
-    uint4 raw;
-    T e[16 / sizeof(T)];
-  };
-};
-
 template <typename T> __device__ __forceinline__ float f32(T x) { return FloatCast<T>::to_float(x); }
 
 // (m, s) stands for s * exp(m): the running maximum and the sum scaled to it.

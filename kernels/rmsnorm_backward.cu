@@ -13,13 +13,7 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kMaxVec = 2;  // 8,192 bf16 columns; more would spill at 512 threads
 
-template <typename T> struct Pack {
-  static constexpr int n = 16 / sizeof(T);
-  union {
-    uint4 raw;
-    T e[16 / sizeof(T)];
-  };
-};
+template <typename T> using Pack = Pack16<T>;
 
 template <typename T> __device__ __forceinline__ float f32(T x) { return FloatCast<T>::to_float(x); }
 

@@ -58,6 +58,8 @@ at::Tensor GatedMlpImpl::forward(const at::Tensor& x) const {
   const at::Tensor gate = gate_proj->forward(x), up = up_proj->forward(x);
   if (use_row_kernels(x) && ops::fused_silu_mul_supported(gate, up))
     return down_proj->forward(ops::fused_silu_mul(gate, up));
+  if (x.is_cuda() && c10::GradMode::is_enabled() && ops::fused_silu_mul_grad_supported(gate, up))
+    return down_proj->forward(ops::silu_mul_with_grad(gate, up));  // training: one kernel each way
   return down_proj->forward(at::silu(gate) * up);
 }
 

@@ -334,7 +334,8 @@ TEST(InferenceGpu, RowKernelsEqualTheirAtenOperations) {
       // RMSNorm's ATen ops written out (with autograd on, the module takes the training kernels).
       const auto h = hidden.to(at::kFloat);
       want_norm = (norm->weight * (h * (h.pow(2).mean(-1, true) + 1e-5).rsqrt()).to(dtype)).detach();
-      want_mlp = mlp->forward(hidden).detach();
+      want_mlp = mlp->down_proj->forward(at::silu(mlp->gate_proj->forward(hidden)) * mlp->up_proj->forward(hidden))
+                     .detach();
     }
     {
       torch::NoGradGuard no_grad;

@@ -1,7 +1,7 @@
-// The CUDA forms of the training losses, AdamW, the hybrid mix and RMSNorm's backward
-// (kernels/loss_rows.cu, adamw_step.cu, hybrid_mix.cu, rmsnorm_backward.cu) against
-// float64 oracles written out here, and against the ATen forms they replace
-// (XD_FUSED_LOSSES=off, XD_FUSED_ADAMW=off) on the same GPU.
+// The CUDA forms of the training losses, AdamW, the hybrid mix, and the backward of
+// RMSNorm and of SiLU * up (kernels/loss_rows.cu, adamw_step.cu, hybrid_mix.cu,
+// rmsnorm_backward.cu, silu_mul_backward.cu) against float64 oracles written out here,
+// and against the ATen forms they replace (XD_FUSED_LOSSES=off, XD_FUSED_ADAMW=off).
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -330,5 +330,30 @@ TEST(RmsNormGradGpu, ForwardAndBackwardMatchFloat64) {
       EXPECT_LE(rel_err(grads[1], g64[1]), 4e-3) << what << " dweight";
       EXPECT_EQ(grads[1].scalar_type(), at::kBFloat16) << what;
     }
+  }
+}
+
+// SiLU(gate) * up with autograd (ops/row_kernels.h) against float64, 16-byte rows and
+// rows of 5 (the element-wise kernel).
+TEST(SiluMulGradGpu, ForwardAndBackwardMatchFloat64) {
+  XD_REQUIRE_CUDA();
+  for (const auto& [rows, cols, dtype] : {std::tuple<int64_t, int64_t, at::ScalarType>{33, 512, at::kBFloat16},
+                                          {7, 5, at::kBFloat16}, {9, 64, at::kFloat}}) {
+    torch::manual_seed(rows * cols);
+    const auto cuda = at::TensorOptions().device(at::kCUDA);
+    const auto gate = (at::randn({rows, cols}, cuda) * 3).to(dtype), up = at::randn({rows, cols}, cuda).to(dtype);
+    const auto g = at::randn({rows, cols}, cuda).to(dtype);
+    ASSERT_TRUE(xd::ops::fused_silu_mul_grad_supported(gate, up));
+    auto gl = gate.clone().requires_grad_(true), ul = up.clone().requires_grad_(true);
+    const auto y = xd::ops::silu_mul_with_grad(gl, ul);
+    const auto grads = torch::autograd::grad({y}, {gl, ul}, {g});
+    auto g64 = gate.to(at::kDouble).requires_grad_(true), u64 = up.to(at::kDouble).requires_grad_(true);
+    const auto y64 = at::silu(g64) * u64;
+    const auto want = torch::autograd::grad({y64}, {g64, u64}, {g.to(at::kDouble)});
+    const double tol = dtype == at::kFloat ? 1e-6 : 4e-3;
+    const std::string what = std::to_string(rows) + "x" + std::to_string(cols) + " " + c10::toString(dtype);
+    EXPECT_LE(rel_err(y, y64), tol) << what;
+    EXPECT_LE(rel_err(grads[0], want[0]), tol) << what << " d gate";
+    EXPECT_LE(rel_err(grads[1], want[1]), tol) << what << " d up";
   }
 }

@@ -1,6 +1,7 @@
-// RMSNorm as an autograd function on CUDA (row_kernels.h): the forward row kernel, and
-// the backward kernel's dx plus per-block weight-gradient sums reduced here. The ATen
-// ops of models::RMSNorm stay for the CPU and for what the kernels do not cover.
+// RMSNorm and SiLU(gate) * up as autograd functions on CUDA (row_kernels.h): the
+// forward row kernels, and backward kernels (RMSNorm: dx plus per-block weight-gradient
+// sums reduced here; SiLU * up: both input gradients in one pass). The ATen ops of
+// models::RMSNorm and GatedMlp stay for the CPU and for what the kernels do not cover.
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -15,6 +16,7 @@
 
 #include "ops/kernel_args.h"
 #include "rmsnorm_backward_params.h"
+#include "silu_mul_backward_params.h"
 #endif
 
 namespace xd::ops {
@@ -73,15 +75,56 @@ struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
   }
 };
 
-}  // namespace
+struct SiluMulFunction : public torch::autograd::Function<SiluMulFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
+    const at::Tensor g = gate.contiguous(), u = up.contiguous();
+    ctx->save_for_backward({g, u});
+    return fused_silu_mul(g, u);
+  }
 
-bool fused_norm_grad_supported(const at::Tensor& x, const at::Tensor& weight) {
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &gate = saved[0], &up = saved[1];
+    const c10::cuda::CUDAGuard guard(gate.device());
+    const at::Tensor grad = grads[0].to(gate.scalar_type()).contiguous();
+    at::Tensor d_gate = at::empty_like(gate), d_up = at::empty_like(up);
+    xk::SiluMulBackwardParams p{};
+    p.gate = gate.data_ptr();
+    p.up = up.data_ptr();
+    p.grad = grad.data_ptr();
+    p.d_gate = d_gate.data_ptr();
+    p.d_up = d_up.data_ptr();
+    p.dtype = dtype_or_throw(gate);
+    p.n = gate.numel();
+    xk::silu_mul_backward(p, at::cuda::getCurrentCUDAStream());
+    check_launch("silu_mul_backward");
+    return {d_gate, d_up};
+  }
+};
+
+bool training_kernels_off() {
   static const bool off = [] {
-    const char* v = std::getenv("XD_FUSED_NORM_GRAD");
+    const char* v = std::getenv("XD_TRAINING_ROW_KERNELS");
     return v != nullptr && std::strcmp(v, "off") == 0;
   }();
+  return off;
+}
+
+}  // namespace
+
+bool fused_silu_mul_grad_supported(const at::Tensor& gate, const at::Tensor& up) {
+  return !training_kernels_off() && fused_silu_mul_supported(gate, up);
+}
+
+at::Tensor silu_mul_with_grad(const at::Tensor& gate, const at::Tensor& up) {
+  XD_CHECK(fused_silu_mul_grad_supported(gate, up), "SiLU * up kernels: gate ", gate.sizes(), " ",
+           gate.scalar_type(), " and up ", up.sizes(), " ", up.scalar_type(), " are not covered");
+  return SiluMulFunction::apply(gate, up);
+}
+
+bool fused_norm_grad_supported(const at::Tensor& x, const at::Tensor& weight) {
   xk::DecodeDtype dtype{};
-  return !off && fused_norm_supported(x, weight) && dtype_of(x.scalar_type(), dtype) &&
+  return !training_kernels_off() && fused_norm_supported(x, weight) && dtype_of(x.scalar_type(), dtype) &&
          xk::rmsnorm_backward_supports(dtype, static_cast<int>(x.size(-1))) && x.numel() > 0 &&
          x.numel() / x.size(-1) <= std::numeric_limits<int>::max();
 }
@@ -95,6 +138,10 @@ at::Tensor rmsnorm_with_grad(const at::Tensor& x, const at::Tensor& weight, doub
 #else
 
 bool fused_norm_grad_supported(const at::Tensor&, const at::Tensor&) { return false; }
+bool fused_silu_mul_grad_supported(const at::Tensor&, const at::Tensor&) { return false; }
+at::Tensor silu_mul_with_grad(const at::Tensor&, const at::Tensor&) {
+  throw Error("SiLU * up kernels: this build has no CUDA kernels");
+}
 at::Tensor rmsnorm_with_grad(const at::Tensor&, const at::Tensor&, double, bool) {
   throw Error("RMSNorm kernels: this build has no CUDA kernels");
 }

@@ -118,8 +118,9 @@ for part in "$@"; do
       ;;
     train)
       tools/bench_train.sh $BIN 4 2>&1 | grep -v "^\[" | tee "$OUT/train.log" | grep "bench-train"
-      # The same steps in the Python stack of anchors.md, on this card, when mlstm_kernels is carried.
-      if install_wheels; then
+      # The same steps in the Python stack of anchors.md, on this card, when mlstm_kernels is
+      # carried (TRAIN_PYTHON=0 skips them).
+      if [[ "${TRAIN_PYTHON:-1}" == 1 ]] && install_wheels; then
         python3 tools/python_stack_step.py --stage align --shape llama-8b --batch 2 --seq 4096 \
           --json "$OUT/python_stack.jsonl" 2>&1 | tee -a "$OUT/train.log" | grep "python-stack"
         python3 tools/python_stack_step.py --stage distill --shape llama-3b --batch 1 --seq 4096 \

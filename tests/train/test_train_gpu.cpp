@@ -310,6 +310,7 @@ TEST(HybridMixGpu, ForwardAndBackwardMatchFloat64) {
 // 512 threads for 8192), gradients of x and of the weight.
 TEST(RmsNormGradGpu, ForwardAndBackwardMatchFloat64) {
   XD_REQUIRE_CUDA();
+  EnvOverride on("XD_TRAINING_ROW_KERNELS", "on");
   for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{37, 256}, {300, 8192}, {5, 96}}) {
     for (bool weight_in_fp32 : {false, true}) {
       torch::manual_seed(rows + cols);
@@ -337,6 +338,7 @@ TEST(RmsNormGradGpu, ForwardAndBackwardMatchFloat64) {
 // rows of 5 (the element-wise kernel).
 TEST(SiluMulGradGpu, ForwardAndBackwardMatchFloat64) {
   XD_REQUIRE_CUDA();
+  EnvOverride on("XD_TRAINING_ROW_KERNELS", "on");
   for (const auto& [rows, cols, dtype] : {std::tuple<int64_t, int64_t, at::ScalarType>{33, 512, at::kBFloat16},
                                           {7, 5, at::kBFloat16}, {9, 64, at::kFloat}}) {
     torch::manual_seed(rows * cols);

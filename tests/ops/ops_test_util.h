@@ -69,7 +69,13 @@ struct MlstmRun {
   std::vector<at::Tensor> outputs, grads;
 };
 
-inline MlstmRun run_with_grads(const MlstmFn& fn, const MlstmInputs& base, uint64_t seed) {
+// Gradients of sum_j <output_j, W_j> for random float64 projections W_j (drawn from
+// `seed`; outputs h, C, n, m). Each W_j reaches the operator as the gradient of its
+// output, so it is rounded to that output's dtype; project_as[j], when given, rounds it
+// to that dtype first, so that a float64 oracle receives the upstream gradient a bf16
+// kernel receives.
+inline MlstmRun run_with_grads(const MlstmFn& fn, const MlstmInputs& base, uint64_t seed,
+                               const std::vector<at::ScalarType>& project_as = {}) {
   MlstmInputs in;
   auto leaf = [](const at::Tensor& t) { return t.detach().clone().requires_grad_(true); };
   in.q = leaf(base.q); in.k = leaf(base.k); in.v = leaf(base.v); in.i = leaf(base.i); in.f = leaf(base.f);
@@ -82,11 +88,15 @@ inline MlstmRun run_with_grads(const MlstmFn& fn, const MlstmInputs& base, uint6
   MlstmRun run;
   run.outputs = {h.detach(), st.C.detach(), st.n.detach(), st.m.detach()};
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  auto like = [&](const at::Tensor& t) {
-    return at::randn(t.sizes(), gen, at::TensorOptions().dtype(at::kDouble)).to(t.options());
+  auto like = [&](const at::Tensor& t, size_t j) {
+    at::Tensor w = at::randn(t.sizes(), gen, at::TensorOptions().dtype(at::kDouble));
+    if (j < project_as.size()) w = w.to(project_as[j]);
+    return w.to(t.options());
   };
-  const auto loss = (h * like(h)).sum() + (st.C * like(st.C)).sum() + (st.n * like(st.n)).sum() +
-                    (st.m * like(st.m)).sum();
+  // Drawn m, n, C, h: the order GCC gave the sum of the four projections that this
+  // replaced, whose operands it evaluated right to left, so the seeds keep their draws.
+  const auto wm = like(st.m, 3), wn = like(st.n, 2), wC = like(st.C, 1), wh = like(h, 0);
+  const auto loss = (h * wh).sum() + (st.C * wC).sum() + (st.n * wn).sum() + (st.m * wm).sum();
   run.grads = torch::autograd::grad({loss}, leaves);
   return run;
 }

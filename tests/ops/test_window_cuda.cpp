@@ -35,7 +35,8 @@ void check(const Case& c) {
                      : at::randn({c.B, heads, c.S, c.D}, f64).to(c.dtype);
   };
   const auto q = draw(c.H), k = draw(Hk), v = draw(Hk);
-  const auto g = at::randn({c.B, c.H, c.S, c.D}, f64);
+  // Rounded to the output's dtype: the upstream gradient the kernels receive, given to the oracle too.
+  const auto g = at::randn({c.B, c.H, c.S, c.D}, f64).to(c.dtype).to(at::kDouble);
   std::vector<at::Tensor> ref_leaves{q.to(at::kDouble).requires_grad_(true), k.to(at::kDouble).requires_grad_(true),
                                      v.to(at::kDouble).requires_grad_(true)};
   const auto oracle = c.blocked_oracle ? ops::reference::window_attention_blocked

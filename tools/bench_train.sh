@@ -4,7 +4,7 @@
 #   Stage II at Llama-3.2-3B shapes, B=1  (target >= 13,500 tok/s), with activation
 #            checkpointing, then without it where memory allows
 # Each prints one line: "bench-train stage=... : X tok/s, Y ms/step, MFU Z %, peak W GiB".
-#   [CHUNK128=1] tools/bench_train.sh [path/to/xdistill] [steps] [profile-top-N]
+#   [CHUNK128=1] [ROW_KERNELS=1] tools/bench_train.sh [path/to/xdistill] [steps] [profile-top-N]
 # With profile-top-N > 0, one more step per stage is profiled and its N most
 # expensive GPU kernels are printed (where the time goes).
 set -euo pipefail
@@ -13,9 +13,16 @@ STEPS="${2:-10}"
 PROFILE="${3:-0}"
 "$BIN" bench-train --stage align --shape llama-8b --batch 2 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda --profile "$PROFILE"
 "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda --profile "$PROFILE"
-# Without recomputing layers: ~85 GiB, which fits an H200 and not an 80 GB card.
+# Without recomputing layers: 67 GiB since the in-place AdamW and the loss kernels (85 before).
 "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda \
   --no-activation-checkpointing || echo "bench-train stage=distill without activation checkpointing: failed (rc $?)"
+# ROW_KERNELS=1: Stage II without checkpointing again with the opt-in training kernels of
+# RMSNorm and SiLU * up (XD_TRAINING_ROW_KERNELS=on), to measure what they save.
+if [[ "${ROW_KERNELS:-0}" == 1 ]]; then
+  XD_TRAINING_ROW_KERNELS=on "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" \
+    --warmup 2 --device cuda --no-activation-checkpointing | sed 's/^bench-train /bench-train row-kernels /' ||
+    echo "bench-train row-kernels stage=distill without activation checkpointing: failed"
+fi
 # CHUNK128=1: both stages again with the mLSTM chunk of 128 (half as many chunks for the
 # scans to walk in series; Stage II without recomputing layers).
 if [[ "${CHUNK128:-0}" == 1 ]]; then

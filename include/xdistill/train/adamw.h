@@ -12,7 +12,8 @@
 // On CUDA the update is one kernel pass per tensor (kernels/adamw_step.cu; XD_FUSED_ADAMW=off
 // takes ATen's fused AdamW and a copy instead). Without fp32 gradient buffers (one
 // micro-batch per step on one rank) it reads the model's own .grad, in its dtype: 4 bytes
-// less memory per parameter (13 GB at 3B) and a third of the optimizer's traffic.
+// less memory per parameter (13 GB at 3B), and 28 bytes of traffic per bf16 parameter
+// against about 46 for the ATen chain (accumulate, norm, clip, fused AdamW, copy, zero).
 #pragma once
 #include <ATen/core/Tensor.h>
 

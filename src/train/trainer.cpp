@@ -193,7 +193,10 @@ void print_start_table(const TrainSession& s) {
   const TrainRecipe& r = s.recipe;
   log::info("stage          ", to_string(r.stage), " (", r.name, ")");
   log::info("device         ", runtime::describe_device(s.device.str()));
-  log::info("precision      compute ", r.compute_dtype, ", fp32 master weights and gradients",
+  const bool in_place = s.optimizer && !s.optimizer->has_gradient_buffers();
+  log::info("precision      compute ", r.compute_dtype, ", fp32 master weights, ",
+            in_place ? "gradients in the model's dtype (one micro-batch, read in place by the CUDA AdamW)"
+                     : "fp32 gradient accumulation",
             r.activation_checkpointing ? ", activation checkpointing" : "");
   log::info("parameters     ", total, " total, ", trained_numel(s), " trained");
   if (s.group->size() > 1)

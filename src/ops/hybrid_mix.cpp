@@ -4,9 +4,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
-#include <cstring>
-
 #include "xdistill/util/error.h"
 
 #ifdef XDISTILL_WITH_CUDA
@@ -23,12 +20,8 @@ namespace xd::ops {
 using namespace kernel_args;
 
 bool fused_mix_supported(const at::Tensor& global, const at::Tensor& local, const at::Tensor& gate) {
-  static const bool off = [] {
-    const char* v = std::getenv("XD_FUSED_MIX");
-    return v != nullptr && std::strcmp(v, "off") == 0;
-  }();
-  xk::DecodeDtype dtype{};
-  return !off && global.is_cuda() && dtype_of(global.scalar_type(), dtype) && global.dim() == 4 &&
+  static const bool off = env_is("XD_FUSED_MIX", "off");
+  return !off && global.is_cuda() && supported_dtype(global) && global.dim() == 4 &&
          local.sizes() == global.sizes() && local.scalar_type() == global.scalar_type() &&
          local.device() == global.device() && global.stride(3) == 1 && local.stride(3) == 1 &&
          gate.scalar_type() == at::kFloat && gate.is_contiguous() && gate.device() == global.device() &&

@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "student_decode_step_params.h"
@@ -26,6 +28,18 @@ inline xk::DecodeDtype dtype_or_throw(const at::Tensor& t) {
   xk::DecodeDtype d{};
   XD_CHECK(dtype_of(t.scalar_type(), d), "CUDA kernels: unsupported dtype ", t.scalar_type());
   return d;
+}
+
+// A dtype the kernels take (float32, bfloat16, float16).
+inline bool supported_dtype(const at::Tensor& t) {
+  xk::DecodeDtype d{};
+  return dtype_of(t.scalar_type(), d);
+}
+
+// Whether environment variable `name` is set to `value` (the kernels' switches).
+inline bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
 }
 
 inline bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }

@@ -4,9 +4,6 @@
 // models::RMSNorm and GatedMlp stay for the CPU and for what the kernels do not cover.
 #include <torch/torch.h>
 
-#include <cstdlib>
-#include <cstring>
-
 #include "ops/row_kernels.h"
 #include "xdistill/util/error.h"
 
@@ -105,10 +102,7 @@ struct SiluMulFunction : public torch::autograd::Function<SiluMulFunction> {
 // Opt-in until a GPU run has passed their tests (RmsNormGradGpu, SiluMulGradGpu): the
 // session that wrote them had no device time left. Read at each call (a getenv beside a
 // kernel launch), so that tests can switch them on.
-bool training_kernels_off() {
-  const char* v = std::getenv("XD_TRAINING_ROW_KERNELS");
-  return v == nullptr || std::strcmp(v, "on") != 0;
-}
+bool training_kernels_off() { return !env_is("XD_TRAINING_ROW_KERNELS", "on"); }
 
 }  // namespace
 

@@ -4,8 +4,6 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 
 #include "xdistill/util/error.h"
 #include "xdistill/util/log.h"
@@ -21,16 +19,13 @@
 namespace xd::train {
 namespace {
 
-// Every tensor on CUDA, float32 masters, and XD_FUSED_ADAMW not "off".
-bool kernel_usable(const std::vector<at::Tensor>& params) {
+// Every tensor contiguous on CUDA in a dtype the kernel takes, and XD_FUSED_ADAMW not "off".
+bool kernel_usable(const std::vector<std::pair<std::string, at::Tensor>>& params) {
 #ifdef XDISTILL_WITH_CUDA
-  const char* env = std::getenv("XD_FUSED_ADAMW");
-  if (env && std::strcmp(env, "off") == 0) return false;
-  for (const auto& p : params) {
-    if (!p.is_cuda() || !p.is_contiguous()) return false;
-    const auto t = p.scalar_type();
-    if (t != at::kFloat && t != at::kBFloat16 && t != at::kHalf) return false;
-  }
+  using namespace ops::kernel_args;
+  if (env_is("XD_FUSED_ADAMW", "off")) return false;
+  for (const auto& [name, p] : params)
+    if (!p.is_cuda() || !p.is_contiguous() || !supported_dtype(p)) return false;
   return !params.empty();
 #else
   (void)params;
@@ -43,9 +38,7 @@ bool kernel_usable(const std::vector<at::Tensor>& params) {
 AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, AdamWOptions options) : opt_(options) {
   XD_CHECK(!params.empty(), "optimizer: no parameters to train");
   at::NoGradGuard no_grad;
-  std::vector<at::Tensor> all;
-  for (auto& [name, p] : params) all.push_back(p);
-  use_kernel_ = kernel_usable(all);
+  use_kernel_ = kernel_usable(params);
   buffers_ = opt_.fp32_gradient_buffers || !use_kernel_;
   for (auto& [name, p] : params) {
     XD_CHECK(p.is_floating_point(), "optimizer: parameter '", name, "' is not floating point");

@@ -4,9 +4,6 @@
 
 #include <torch/torch.h>
 
-#include <cstdlib>
-#include <cstring>
-
 #include "xdistill/util/error.h"
 
 #ifdef XDISTILL_WITH_CUDA
@@ -20,35 +17,19 @@
 namespace xd::train::fused {
 namespace {
 
-bool enabled() {
-  const char* env = std::getenv("XD_FUSED_LOSSES");
-  return !(env && std::strcmp(env, "off") == 0);
-}
-
-bool float_dtype(const at::Tensor& t) {
-  const auto s = t.scalar_type();
-  return s == at::kFloat || s == at::kBFloat16 || s == at::kHalf;
-}
-
-// [.., cols] as rows `row_stride` apart: a view when the leading dimensions collapse.
-at::Tensor as_rows(const at::Tensor& t) {
-  at::Tensor x = t.stride(-1) == 1 ? t : t.contiguous();
-  at::Tensor rows = x.view({-1, x.size(-1)});  // throws where the leading dims do not collapse
-  return rows;
-}
-
+// [.., cols] as rows `row_stride` apart with a unit column stride: a view where the
+// leading dimensions collapse, a contiguous copy otherwise.
 at::Tensor rows_of(const at::Tensor& t) {
-  try {
-    return as_rows(t);
-  } catch (const c10::Error&) {
-    return as_rows(t.contiguous());
-  }
+  const at::Tensor x = t.stride(-1) == 1 ? t : t.contiguous();
+  return x.reshape({-1, x.size(-1)});
 }
 
 #ifdef XDISTILL_WITH_CUDA
 namespace xk = xd::kernels;
 using ops::kernel_args::check_launch;
 using ops::kernel_args::dtype_or_throw;
+using ops::kernel_args::env_is;
+using ops::kernel_args::supported_dtype;
 
 at::Tensor launch_logsumexp(const at::Tensor& rows) {
   at::Tensor lse = at::empty({rows.size(0)}, rows.options().dtype(at::kFloat));
@@ -188,7 +169,8 @@ struct AlignmentFunction : public torch::autograd::Function<AlignmentFunction> {
 
 bool distill_supported(const at::Tensor& logits) {
 #ifdef XDISTILL_WITH_CUDA
-  return enabled() && logits.is_cuda() && logits.dim() == 3 && float_dtype(logits) && logits.numel() > 0;
+  return !env_is("XD_FUSED_LOSSES", "off") && logits.is_cuda() && logits.dim() == 3 && supported_dtype(logits) &&
+         logits.numel() > 0;
 #else
   (void)logits;
   return false;
@@ -220,7 +202,7 @@ std::pair<at::Tensor, at::Tensor> distill_ce_kl(const at::Tensor& logits, const 
 
 at::Tensor row_logsumexp(const at::Tensor& x) {
 #ifdef XDISTILL_WITH_CUDA
-  XD_CHECK(x.is_cuda() && float_dtype(x) && x.dim() >= 1, "row_logsumexp: needs a CUDA float tensor, got ",
+  XD_CHECK(x.is_cuda() && supported_dtype(x) && x.dim() >= 1, "row_logsumexp: needs a CUDA float tensor, got ",
            x.scalar_type(), " on ", x.device());
   const c10::DeviceGuard guard(x.device());
   at::NoGradGuard no_grad;
@@ -236,7 +218,8 @@ at::Tensor row_logsumexp(const at::Tensor& x) {
 
 bool alignment_supported(const at::Tensor& student_h, const at::Tensor& teacher_h) {
 #ifdef XDISTILL_WITH_CUDA
-  return enabled() && student_h.is_cuda() && teacher_h.device() == student_h.device() && float_dtype(student_h) &&
+  return !env_is("XD_FUSED_LOSSES", "off") && student_h.is_cuda() && teacher_h.device() == student_h.device() &&
+         supported_dtype(student_h) &&
          teacher_h.scalar_type() == student_h.scalar_type() && student_h.sizes() == teacher_h.sizes() &&
          student_h.dim() >= 2 && student_h.numel() > 0 && !teacher_h.requires_grad();
 #else

@@ -16,12 +16,12 @@ PROFILE="${3:-0}"
 # Without recomputing layers: 67 GiB since the in-place AdamW and the loss kernels (85 before).
 "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" --warmup 2 --device cuda \
   --no-activation-checkpointing || echo "bench-train stage=distill without activation checkpointing: failed (rc $?)"
-# ROW_KERNELS=1: Stage II without checkpointing again with the opt-in training kernels of
-# RMSNorm and SiLU * up (XD_TRAINING_ROW_KERNELS=on), to measure what they save.
+# ROW_KERNELS=1: Stage II without checkpointing again with ATen's RMSNorm and SiLU * up
+# instead of the training row kernels (XD_TRAINING_ROW_KERNELS=off), to measure what they save.
 if [[ "${ROW_KERNELS:-0}" == 1 ]]; then
-  XD_TRAINING_ROW_KERNELS=on "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" \
-    --warmup 2 --device cuda --no-activation-checkpointing | sed 's/^bench-train /bench-train row-kernels /' ||
-    echo "bench-train row-kernels stage=distill without activation checkpointing: failed"
+  XD_TRAINING_ROW_KERNELS=off "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" \
+    --warmup 2 --device cuda --no-activation-checkpointing | sed 's/^bench-train /bench-train aten-rows /' ||
+    echo "bench-train aten-rows stage=distill without activation checkpointing: failed"
 fi
 # CHUNK128=1: both stages again with the mLSTM chunk of 128 (half as many chunks for the
 # scans to walk in series; Stage II without recomputing layers).

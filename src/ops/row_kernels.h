@@ -17,14 +17,14 @@ std::pair<at::Tensor, at::Tensor> fused_add_rmsnorm(const at::Tensor& x, const a
                                                     double eps, bool weight_in_fp32);
 // RMSNorm with autograd on CUDA (training): the forward above, the backward of
 // kernels/rmsnorm_backward.cu (dx and dweight in one pass over x and grad).
-// Opt-in for now: XD_TRAINING_ROW_KERNELS=on (training keeps ATen's ops otherwise).
+// On by default; XD_TRAINING_ROW_KERNELS=off keeps ATen's ops.
 bool fused_norm_grad_supported(const at::Tensor& x, const at::Tensor& weight);
 at::Tensor rmsnorm_with_grad(const at::Tensor& x, const at::Tensor& weight, double eps, bool weight_in_fp32);
 // silu(gate) * up, both [.., I] of one shape and dtype, rounded as ATen's two ops.
 bool fused_silu_mul_supported(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor fused_silu_mul(const at::Tensor& gate, const at::Tensor& up);
 // silu(gate) * up with autograd on CUDA (training): the forward above, the backward of
-// kernels/silu_mul_backward.cu. Opt-in as above (XD_TRAINING_ROW_KERNELS=on).
+// kernels/silu_mul_backward.cu. Switched as above (XD_TRAINING_ROW_KERNELS=off).
 bool fused_silu_mul_grad_supported(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor silu_mul_with_grad(const at::Tensor& gate, const at::Tensor& up);
 // RoPE of x [B,H,T,D] (any strides, unit last) with cos, sin [T,D] float32, rounded as

@@ -58,3 +58,22 @@ target_link_libraries(xd::cli11 INTERFACE CLI11::CLI11)
 if(XDISTILL_TESTS)
   find_package(GTest REQUIRED)
 endif()
+
+# cuDNN's graph API (cudnn_frontend, header-only, from the nvidia-cudnn-frontend wheel in
+# .venv) with cudnn.h and libcudnn from torch's own nvidia-cudnn wheel: the window
+# attention's cuDNN backend (src/ops/cudnn_window.cpp). Optional: without the headers the
+# window keeps flash attention (a message says so).
+set(XD_CUDNN_FRONTEND OFF)
+if(XDISTILL_WITH_CUDA)
+  find_path(XD_CUDNN_FRONTEND_INCLUDE cudnn_frontend.h HINTS "${TORCH_INSTALL_PREFIX}/../include")
+  find_path(XD_CUDNN_INCLUDE cudnn.h HINTS "${TORCH_INSTALL_PREFIX}/../nvidia/cudnn/include")
+  find_library(XD_CUDNN_LIBRARY NAMES libcudnn.so.9 cudnn HINTS "${TORCH_INSTALL_PREFIX}/../nvidia/cudnn/lib")
+  if(XD_CUDNN_FRONTEND_INCLUDE AND XD_CUDNN_INCLUDE AND XD_CUDNN_LIBRARY)
+    set(XD_CUDNN_FRONTEND ON)
+    get_filename_component(_cudnn_libdir "${XD_CUDNN_LIBRARY}" DIRECTORY)
+    string(APPEND CMAKE_EXE_LINKER_FLAGS " -Wl,-rpath,${_cudnn_libdir}")
+    message(STATUS "xdistill: cuDNN graph API ${XD_CUDNN_FRONTEND_INCLUDE}, ${XD_CUDNN_LIBRARY}")
+  else()
+    message(STATUS "xdistill: no cudnn_frontend (pip install nvidia-cudnn-frontend): the window attention has no cuDNN backend")
+  endif()
+endif()

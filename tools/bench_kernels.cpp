@@ -118,7 +118,9 @@ int main(int argc, char** argv) {
     }, reps);
     emit(var.name, B, H, S, D, fwd, fb);
   }
-  {
+  // The window on flash attention (default) and on cuDNN's fused attention.
+  for (const char* backend : {"", "cudnn"}) {
+    setenv("XD_WINDOW_ATTENTION", backend, 1);
     const double fwd = median_ms([&](int r) {
       const auto& s = sets[r % kSets];
       xd::ops::window_attention(s.q, s.k, s.v, 512, 4);
@@ -130,7 +132,7 @@ int main(int argc, char** argv) {
            v = s.v.detach().requires_grad_(true);
       xd::ops::window_attention(q, k, v, 512, 4).backward(s.g);
     }, reps);
-    emit("xd_window512_sinks4", B, H, S, D, fwd, fb);
+    emit(*backend ? "xd_window512_sinks4_cudnn" : "xd_window512_sinks4", B, H, S, D, fwd, fb);
   }
   return 0;
 }

@@ -44,7 +44,8 @@ if [[ -n "${PREBUILT:-}" ]]; then
   # same torch: no build here. This machine's torch libraries replace the CPU machine's.
   mkdir -p /tmp/prebuilt && tar -C /tmp/prebuilt -xJf "$PREBUILT/prebuilt.tar.xz"
   TORCH_LIB=$(python3 -c 'import os,torch;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
-  export LD_LIBRARY_PATH=/tmp/prebuilt/lib:$TORCH_LIB:${LD_LIBRARY_PATH:-}
+  # cuDNN (the window attention's cuDNN backend links it) from the same torch's wheel.
+  export LD_LIBRARY_PATH=/tmp/prebuilt/lib:$TORCH_LIB:$TORCH_LIB/../../nvidia/cudnn/lib:${LD_LIBRARY_PATH:-}
   BIN=/tmp/prebuilt/bin/xdistill; TESTS_DIR=/tmp/prebuilt/bin
   missing=$(ldd $BIN /tmp/prebuilt/bin/test_* | grep "not found" | sort -u)
   echo "prebuilt from $(cat "$PREBUILT/commit" | tr '\n' ' ')"; [[ -z "$missing" ]] || echo "missing: $missing"

@@ -1,18 +1,24 @@
-// CUDA sliding window + sinks: ATen's windowed flash attention for the window,
-// merged exactly with the sink keys that have left the window through the
-// log-sum-exp. The backward hands flash attention the merged output and
-// log-sum-exp, so its probabilities are the merged softmax's and its gradients
-// exact; the sink keys' share is a small dense product (sinks x S).
+// CUDA sliding window + sinks: windowed fused attention for the window (ATen's flash
+// attention, or cuDNN's with XD_WINDOW_ATTENTION=cudnn), merged exactly with the sink
+// keys that have left the window through the log-sum-exp. The backward hands the
+// attention kernel the merged output and log-sum-exp, so its probabilities are the
+// merged softmax's and its gradients exact; the sink keys' share is a small dense
+// product (sinks x S).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
+#include <tuple>
 #include <cstdlib>
 #include <string>
 
+#include "ops/cudnn_window.h"
+#include "ops/kernel_args.h"
 #include "ops/window_attention_cuda.h"
 #include "ops/window_heads.h"
 #include "window_sinks_params.h"
@@ -137,6 +143,45 @@ void aten_sinks_backward(const at::Tensor& q, const at::Tensor& k, const at::Ten
   dv_s.copy_(dv_s.to(at::kFloat) + sum_groups(at::matmul(p.transpose(-1, -2), go), Hk));
 }
 
+namespace cw = xd::ops::cudnn_window;
+
+// A [B,S,heads,D] tensor (flash attention's layout, any strides) as cuDNN's [B,heads,S,D].
+cw::Layout cudnn_layout(const at::Tensor& xb) {
+  return {xb.size(2), {xb.stride(0), xb.stride(2), xb.stride(1), xb.stride(3)}};
+}
+
+// A fresh contiguous [B,S,heads,D] tensor's layout (outputs and gradients).
+cw::Layout contiguous_layout(int64_t S, int64_t heads, int64_t D) { return {heads, {S * heads * D, D, heads * D, 1}}; }
+
+bool cudnn_asked() { return kernel_args::env_is("XD_WINDOW_ATTENTION", "cudnn") && cw::compiled_in(); }
+
+// The cuDNN problem of q, k, v in flash attention's layout, with the outputs, dout and
+// the gradients contiguous; nullopt unless cuDNN builds both the forward and the
+// backward graph (flash attention runs then).
+std::optional<cw::Problem> cudnn_problem(const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb,
+                                         int64_t window, double scale, std::string* why = nullptr) {
+  cw::Problem p;
+  p.dtype = qb.scalar_type() == at::kHalf ? cw::Dtype::f16 : cw::Dtype::bf16;
+  p.device = qb.get_device();
+  p.batch = qb.size(0);
+  p.seq = qb.size(1);
+  p.head_dim = qb.size(3);
+  p.window = window;
+  p.scale = static_cast<float>(scale);
+  p.q = cudnn_layout(qb);
+  p.k = cudnn_layout(kb);
+  p.v = cudnn_layout(vb);
+  const int64_t S = p.seq, H = qb.size(2), Hk = kb.size(2), D = p.head_dim;
+  p.o = p.dout = p.dq = contiguous_layout(S, H, D);
+  p.dk = p.dv = contiguous_layout(S, Hk, D);
+  if (!cw::supports_forward(p, why) || !cw::supports_backward(p, why)) return std::nullopt;
+  return p;
+}
+
+at::Tensor workspace(int64_t bytes, const at::Tensor& like) {
+  return at::empty({std::max<int64_t>(bytes, 1)}, like.options().dtype(at::kByte));
+}
+
 class WindowAttentionFunction : public torch::autograd::Function<WindowAttentionFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -144,9 +189,19 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
     const int64_t S = q.size(2);
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
     const auto qb = flash_layout(q), kb = flash_layout(k), vb = flash_layout(v);
-    auto [out, lse, rng, unused, debug] = at::_flash_attention_forward(
-        qb, kb, vb, c10::nullopt, c10::nullopt, S, S, 0.0, /*is_causal=*/true, /*return_debug_mask=*/false, scale,
-        /*window_size_left=*/window - 1, /*window_size_right=*/0);
+    at::Tensor out, lse, rng, unused;
+    const auto cudnn = cudnn_asked() ? cudnn_problem(qb, kb, vb, window, scale) : std::nullopt;
+    if (cudnn) {
+      out = at::empty({qb.size(0), S, qb.size(2), qb.size(3)}, qb.options());
+      lse = at::empty({qb.size(0), qb.size(2), S}, qb.options().dtype(at::kFloat));
+      const auto ws = workspace(cw::forward_workspace(*cudnn), qb);
+      cw::forward(*cudnn, qb.data_ptr(), kb.data_ptr(), vb.data_ptr(), out.data_ptr(), lse.data_ptr<float>(),
+                  ws.data_ptr(), at::cuda::getCurrentCUDAStream().stream());
+    } else {
+      std::tie(out, lse, rng, unused, std::ignore) = at::_flash_attention_forward(
+          qb, kb, vb, c10::nullopt, c10::nullopt, S, S, 0.0, /*is_causal=*/true, /*return_debug_mask=*/false, scale,
+          /*window_size_left=*/window - 1, /*window_size_right=*/0);
+    }
     const int64_t ns = std::min(sinks, S);
     if (ns > 0 && S > window && fused_sinks(ns, qb, kb, vb, lse)) {
       xk::window_sinks_forward(sink_params(qb, kb, vb, out, lse, window, ns, scale), at::cuda::getCurrentCUDAStream());
@@ -157,6 +212,7 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
     ctx->save_for_backward({qb, kb, vb, out, lse, rng, unused});
     ctx->saved_data["window"] = window;
     ctx->saved_data["sinks"] = ns;
+    ctx->saved_data["cudnn"] = cudnn.has_value();
     return {out.transpose(1, 2)};
   }
 
@@ -170,8 +226,22 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
     // [B,S,H,D]: free when the caller's layout is that of the projections.
     auto dout = grads[0].transpose(1, 2);
     if (!dout.is_contiguous() || !aligned_rows(dout)) dout = dout.clone(at::MemoryFormat::Contiguous);
-    auto [dq, dk, dv] = at::_flash_attention_backward(dout, qb, kb, vb, out, lse, at::Tensor(), at::Tensor(), S, S,
-                                                      0.0, true, saved[5], saved[6], scale, window - 1, 0);
+    at::Tensor dq, dk, dv;
+    const auto cudnn = ctx->saved_data["cudnn"].toBool() ? cudnn_problem(qb, kb, vb, window, scale) : std::nullopt;
+    if (cudnn) {  // dout is contiguous here, as the problem assumes
+      dq = at::empty_like(out);
+      dk = at::empty({kb.size(0), S, kb.size(2), kb.size(3)}, kb.options());
+      dv = at::empty_like(dk);
+      const auto ws = workspace(cw::backward_workspace(*cudnn), qb);
+      cw::backward(*cudnn, qb.data_ptr(), kb.data_ptr(), vb.data_ptr(), out.data_ptr(), dout.data_ptr(),
+                   lse.data_ptr<float>(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), ws.data_ptr(),
+                   at::cuda::getCurrentCUDAStream().stream());
+    } else {
+      XD_CHECK(!ctx->saved_data["cudnn"].toBool(), "window_attention: the forward ran on cuDNN but its backward "
+               "graph did not build for these tensors");
+      std::tie(dq, dk, dv) = at::_flash_attention_backward(dout, qb, kb, vb, out, lse, at::Tensor(), at::Tensor(), S,
+                                                           S, 0.0, true, saved[5], saved[6], scale, window - 1, 0);
+    }
     if (ns > 0 && S > window && fused_sinks(ns, qb, kb, vb, lse) && aligned_rows(dq) && aligned_rows(dk) &&
         aligned_rows(dv) && aligned_rows(out) && aligned_rows(dout)) {
       const int64_t chunks = xk::window_sinks_chunks(static_cast<int>(qb.size(0)), static_cast<int>(qb.size(2)),
@@ -209,6 +279,17 @@ at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const
   // runs on the autograd engine's thread for that device, which sets it).
   const c10::cuda::CUDAGuard guard(q.device());
   return WindowAttentionFunction::apply(q, k, v, window, sinks)[0];
+}
+
+bool window_attention_cudnn_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
+                                  std::string* why) {
+  if (!cw::compiled_in()) {
+    if (why) *why = "this build has no cudnn_frontend";
+    return false;
+  }
+  const c10::cuda::CUDAGuard guard(q.device());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  return cudnn_problem(flash_layout(q), flash_layout(k), flash_layout(v), window, scale, why).has_value();
 }
 
 bool merge_cached_sinks(const at::Tensor& q, at::Tensor& out, at::Tensor& lse, const at::Tensor& sink_k,

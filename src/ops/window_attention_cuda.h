@@ -2,11 +2,17 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 namespace xd::ops::detail {
 
 bool window_attention_cuda_supports(const at::Tensor& q);
 at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                                  int64_t sinks);
+// Whether XD_WINDOW_ATTENTION=cudnn would run cuDNN's fused attention for q, k, v
+// ([B,H,S,D] views as window_attention takes them); false with cuDNN's reason in *why.
+bool window_attention_cudnn_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
+                                  std::string* why);
 
 // Inference, a prompt chunk continuing a cached row: merges the sink keys that have
 // left each row's window into flash attention's windowed result, in place. q, out

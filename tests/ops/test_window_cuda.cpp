@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 
+#include "ops/window_attention_cuda.h"
 #include "ops_test_util.h"
 #include "xdistill/ops/window_attention.h"
 
@@ -25,6 +26,7 @@ struct Case {
   int64_t Hk = 0;        // key/value heads; 0: H
   bool strided = false;  // q, k, v as [B,H,S,D] views of [B,S,H,D] tensors (the projections' layout)
   bool blocked_oracle = false;  // the blocked float64 reference (tested against the dense one on the CPU)
+  bool expect_cudnn = false;    // cuDNN's fused attention must take it (XD_WINDOW_ATTENTION=cudnn set)
 };
 
 void check(const Case& c) {
@@ -47,6 +49,11 @@ void check(const Case& c) {
   std::vector<at::Tensor> leaves{q.cuda().detach().requires_grad_(true), k.cuda().detach().requires_grad_(true),
                                  v.cuda().detach().requires_grad_(true)};
   if (c.strided) ASSERT_FALSE(leaves[0].is_contiguous());
+  if (c.expect_cudnn) {
+    std::string why;
+    ASSERT_TRUE(ops::detail::window_attention_cudnn_takes(leaves[0], leaves[1], leaves[2], c.window, &why))
+        << "cuDNN does not take S=" << c.S << " D=" << c.D << ": " << why;
+  }
   const auto out = ops::window_attention(leaves[0], leaves[1], leaves[2], c.window, c.sinks);
   const auto grads = torch::autograd::grad({(out.to(at::kDouble) * g.cuda()).sum()}, leaves);
   std::ostringstream what;
@@ -106,6 +113,28 @@ TEST(WindowCuda, ManyRowsPerBlockMatchBlockedOracle) {
   at::manual_seed(6);
   check(Case{4, 16, 1088, 64, 64, 8, at::kBFloat16, 1e-2, 4, true, true});
   check(Case{2, 32, 1000, 128, 200, 4, at::kHalf, 1e-2, 8, true, true});
+}
+
+// cuDNN's fused attention for the window (XD_WINDOW_ATTENTION=cudnn) instead of flash
+// attention, merged with the same sink kernels: lengths around the window, grouped
+// query heads, strided views, float16, a short window.
+TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(7);
+  struct Env {
+    Env() { setenv("XD_WINDOW_ATTENTION", "cudnn", 1); }
+    ~Env() { unsetenv("XD_WINDOW_ATTENTION"); }
+  } env;
+  auto cudnn = [](Case c) {
+    c.expect_cudnn = true;
+    return c;
+  };
+  for (int64_t S : {1, 113, 511, 512, 513, 517, 1100})
+    check(cudnn(Case{1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2}));
+  for (int64_t S : {511, 513, 1100}) check(cudnn(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true}));
+  check(cudnn(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2}));
+  check(cudnn(Case{1, 4, 300, 64, 32, 7, at::kHalf, 1e-2, 2, true}));
+  check(cudnn(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true}));
 }
 
 TEST(WindowCuda, Float32MatchesDenseOracle) {

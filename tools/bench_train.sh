@@ -4,7 +4,7 @@
 #   Stage II at Llama-3.2-3B shapes, B=1  (target >= 13,500 tok/s), with activation
 #            checkpointing, then without it where memory allows
 # Each prints one line: "bench-train stage=... : X tok/s, Y ms/step, MFU Z %, peak W GiB".
-#   [CHUNK128=1] [ROW_KERNELS=1] tools/bench_train.sh [path/to/xdistill] [steps] [profile-top-N]
+#   [CHUNK128=1] [ROW_KERNELS=1] [COMPARE_ENV="NAME=value"] tools/bench_train.sh [path/to/xdistill] [steps] [profile-top-N]
 # With profile-top-N > 0, one more step per stage is profiled and its N most
 # expensive GPU kernels are printed (where the time goes).
 set -euo pipefail
@@ -22,6 +22,13 @@ if [[ "${ROW_KERNELS:-0}" == 1 ]]; then
   XD_TRAINING_ROW_KERNELS=off "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" \
     --warmup 2 --device cuda --no-activation-checkpointing | sed 's/^bench-train /bench-train aten-rows /' ||
     echo "bench-train aten-rows stage=distill without activation checkpointing: failed"
+fi
+# COMPARE_ENV="NAME=value ...": Stage II without checkpointing again with those switches
+# (an A/B of one kernel path on the same card in the same run).
+if [[ -n "${COMPARE_ENV:-}" ]]; then
+  env $COMPARE_ENV "$BIN" bench-train --stage distill --shape llama-3b --batch 1 --seq 4096 --steps "$STEPS" \
+    --warmup 2 --device cuda --no-activation-checkpointing | sed "s/^bench-train /bench-train [$COMPARE_ENV] /" ||
+    echo "bench-train [$COMPARE_ENV] stage=distill without activation checkpointing: failed"
 fi
 # CHUNK128=1: both stages again with the mLSTM chunk of 128 (half as many chunks for the
 # scans to walk in series; Stage II without recomputing layers).

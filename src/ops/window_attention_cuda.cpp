@@ -155,11 +155,12 @@ cw::Layout contiguous_layout(int64_t S, int64_t heads, int64_t D) { return {head
 
 bool cudnn_asked() { return kernel_args::env_is("XD_WINDOW_ATTENTION", "cudnn") && cw::compiled_in(); }
 
-// The cuDNN problem of q, k, v in flash attention's layout, with the outputs, dout and
-// the gradients contiguous; nullopt unless cuDNN builds both the forward and the
-// backward graph (flash attention runs then).
+// The cuDNN problem of q, k, v in flash attention's layout, with the outputs and the
+// gradients contiguous and dout as given (contiguous without one); nullopt unless cuDNN
+// builds both the forward and the backward graph (flash attention runs then).
 std::optional<cw::Problem> cudnn_problem(const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb,
-                                         int64_t window, double scale, std::string* why = nullptr) {
+                                         int64_t window, double scale, std::string* why = nullptr,
+                                         const at::Tensor* dout = nullptr) {
   cw::Problem p;
   p.dtype = qb.scalar_type() == at::kHalf ? cw::Dtype::f16 : cw::Dtype::bf16;
   p.device = qb.get_device();
@@ -174,6 +175,7 @@ std::optional<cw::Problem> cudnn_problem(const at::Tensor& qb, const at::Tensor&
   const int64_t S = p.seq, H = qb.size(2), Hk = kb.size(2), D = p.head_dim;
   p.o = p.dout = p.dq = contiguous_layout(S, H, D);
   p.dk = p.dv = contiguous_layout(S, Hk, D);
+  if (dout) p.dout = cudnn_layout(*dout);
   if (!cw::supports_forward(p, why) || !cw::supports_backward(p, why)) return std::nullopt;
   return p;
 }
@@ -223,12 +225,17 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
     const int64_t S = qb.size(1);
     const double scale = 1.0 / std::sqrt(static_cast<double>(qb.size(3)));
     // Flash attention's backward copies dout and out unless they are contiguous in
-    // [B,S,H,D]: free when the caller's layout is that of the projections.
+    // [B,S,H,D]: free when the caller's layout is that of the projections. cuDNN takes
+    // dout's strides as they are (a [B,H,S,D] gradient needs no copy either).
     auto dout = grads[0].transpose(1, 2);
-    if (!dout.is_contiguous() || !aligned_rows(dout)) dout = dout.clone(at::MemoryFormat::Contiguous);
+    const bool on_cudnn = ctx->saved_data["cudnn"].toBool();
+    std::optional<cw::Problem> cudnn;
+    const bool no_broadcast = dout.stride(0) != 0 && dout.stride(1) != 0 && dout.stride(2) != 0;
+    if (on_cudnn && aligned_rows(dout) && no_broadcast) cudnn = cudnn_problem(qb, kb, vb, window, scale, nullptr, &dout);
+    if (!cudnn && (!dout.is_contiguous() || !aligned_rows(dout))) dout = dout.clone(at::MemoryFormat::Contiguous);
+    if (on_cudnn && !cudnn) cudnn = cudnn_problem(qb, kb, vb, window, scale);  // contiguous dout, as the forward checked
     at::Tensor dq, dk, dv;
-    const auto cudnn = ctx->saved_data["cudnn"].toBool() ? cudnn_problem(qb, kb, vb, window, scale) : std::nullopt;
-    if (cudnn) {  // dout is contiguous here, as the problem assumes
+    if (cudnn) {
       dq = at::empty_like(out);
       dk = at::empty({kb.size(0), S, kb.size(2), kb.size(3)}, kb.options());
       dv = at::empty_like(dk);

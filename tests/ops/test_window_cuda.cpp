@@ -48,7 +48,9 @@ void check(const Case& c) {
   // Leaves on the GPU in the same layout (.cuda() keeps the strides of a transposed view).
   std::vector<at::Tensor> leaves{q.cuda().detach().requires_grad_(true), k.cuda().detach().requires_grad_(true),
                                  v.cuda().detach().requires_grad_(true)};
-  if (c.strided) ASSERT_FALSE(leaves[0].is_contiguous());
+  if (c.strided) {
+    ASSERT_FALSE(leaves[0].is_contiguous());
+  }
   if (c.expect_cudnn) {
     std::string why;
     ASSERT_TRUE(ops::detail::window_attention_cudnn_takes(leaves[0], leaves[1], leaves[2], c.window, &why))
@@ -129,8 +131,24 @@ TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
     c.expect_cudnn = true;
     return c;
   };
-  for (int64_t S : {1, 113, 511, 512, 513, 517, 1100})
-    check(cudnn(Case{1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2}));
+  for (int64_t S : {113, 511, 512, 513, 517, 1100}) check(cudnn(Case{1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2}));
+  // cuDNN refuses a single position ("s_q = s_kv = 1 is not supported"): flash attention runs.
+  std::string why;
+  const auto one = at::randn({1, 2, 1, 128}, at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16));
+  EXPECT_FALSE(ops::detail::window_attention_cudnn_takes(one, one, one, 512, &why));
+  check(Case{1, 2, 1, 128, 512, 4, at::kBFloat16, 1e-2});
+  // A broadcast upstream gradient (stride 0, as from out.sum()): dout is copied first.
+  {
+    const auto cuda = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+    auto q = at::randn({1, 2, 600, 64}, cuda).requires_grad_(true), k = at::randn({1, 2, 600, 64}, cuda).requires_grad_(true),
+         v = at::randn({1, 2, 600, 64}, cuda).requires_grad_(true);
+    ops::window_attention(q, k, v, 512, 4).sum().backward();
+    auto q64 = q.detach().to(at::kDouble).requires_grad_(true), k64 = k.detach().to(at::kDouble).requires_grad_(true),
+         v64 = v.detach().to(at::kDouble).requires_grad_(true);
+    ops::reference::window_attention_dense(q64, k64, v64, 512, 4).sum().backward();
+    XD_EXPECT_CLOSE(q.grad(), q64.grad(), 1e-2, "broadcast dout dq");
+    XD_EXPECT_CLOSE(v.grad(), v64.grad(), 1e-2, "broadcast dout dv");
+  }
   for (int64_t S : {511, 513, 1100}) check(cudnn(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true}));
   check(cudnn(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2}));
   check(cudnn(Case{1, 4, 300, 64, 32, 7, at::kHalf, 1e-2, 2, true}));

@@ -33,6 +33,7 @@ struct WindowSinksParams {
   int position0;
   StridedRows sink_k, sink_v;
   bool half;            // float16 (else bfloat16)
+  bool wide_backward;   // backward: 32 threads per row (4 columns each) instead of 16
   float scale;
   int B, H, Hk, S, D, window, sinks;
 };

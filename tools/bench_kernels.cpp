@@ -118,9 +118,14 @@ int main(int argc, char** argv) {
     }, reps);
     emit(var.name, B, H, S, D, fwd, fb);
   }
-  // The window on flash attention (default) and on cuDNN's fused attention.
-  for (const char* backend : {"", "cudnn"}) {
-    setenv("XD_WINDOW_ATTENTION", backend, 1);
+  // The window on flash attention (default) and on cuDNN's fused attention, the latter
+  // also with the 32-threads-per-row sink backward.
+  struct WindowVariant { const char* name; const char* attention; const char* sinks_backward; };
+  for (const WindowVariant& wv : {WindowVariant{"xd_window512_sinks4", "", ""},
+                                  WindowVariant{"xd_window512_sinks4_cudnn", "cudnn", ""},
+                                  WindowVariant{"xd_window512_sinks4_cudnn_wide_sinks", "cudnn", "wide"}}) {
+    setenv("XD_WINDOW_ATTENTION", wv.attention, 1);
+    setenv("XD_WINDOW_SINKS_BACKWARD", wv.sinks_backward, 1);
     const double fwd = median_ms([&](int r) {
       const auto& s = sets[r % kSets];
       xd::ops::window_attention(s.q, s.k, s.v, 512, 4);
@@ -132,7 +137,7 @@ int main(int argc, char** argv) {
            v = s.v.detach().requires_grad_(true);
       xd::ops::window_attention(q, k, v, 512, 4).backward(s.g);
     }, reps);
-    emit(*backend ? "xd_window512_sinks4_cudnn" : "xd_window512_sinks4", B, H, S, D, fwd, fb);
+    emit(wv.name, B, H, S, D, fwd, fb);
   }
   return 0;
 }

@@ -17,6 +17,8 @@
 #   sanitize-train compute-sanitizer memcheck over the training-step kernels' GPU tests
 #   ncu-decode     Nsight Compute counters of the 41st student decode-mixer launch of a
 #                  --batch 8 bench (on 2026-12-07 that launch had B=1: 64 blocks)
+#   ncu-window     Nsight Compute kernel durations of one mLSTM and one window (cuDNN)
+#                  forward + backward at B=8 S=4096
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
 #                  warm machine; DEMO_FRESH=1 starts over)
 # Logs and JSON lines under $OUT, packed into $OUT/session_logs.tgz at the end; the
@@ -168,6 +170,15 @@ for part in "$@"; do
       grep -E "Duration|Memory Throughput|DRAM Throughput|L2 Cache Throughput|Stall|Achieved Occupancy|Registers" \
         "$OUT/ncu_decode.log" | head -30
       row ncu-decode done $(( $(date +%s) - start )) "ncu_decode.log"
+      ;;
+    ncu-window)
+      # Kernel by kernel (Nsight Compute durations): one mLSTM and one window forward +
+      # backward at B=8 S=4096, the window on cuDNN.
+      KBIN=build-device/tests/ops/xd_bench_kernels; [[ -n "$TESTS_DIR" ]] && KBIN="$TESTS_DIR/xd_bench_kernels"
+      XD_WINDOW_ATTENTION=cudnn ncu --clock-control none --csv --metrics gpu__time_duration.sum \
+        "$KBIN" 8 32 4096 128 1 profile 2> "$OUT/ncu_window.err" | python3 tools/ncu_summary.py > "$OUT/ncu_window.log"
+      head -24 "$OUT/ncu_window.log"
+      row ncu-window done $(( $(date +%s) - start )) "ncu_window.log"
       ;;
     demo-small)
       # Re-running on a warm machine resumes the demo where a killed call left it.

@@ -259,6 +259,7 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
       p.dq = rows(dq);
       p.dk = rows(dk);
       p.dv = rows(dv);
+      p.wide_backward = kernel_args::env_is("XD_WINDOW_SINKS_BACKWARD", "wide");
       p.dk_part = part[0].data_ptr<float>();
       p.dv_part = part[1].data_ptr<float>();
       xk::window_sinks_backward(p, at::cuda::getCurrentCUDAStream());

@@ -155,6 +155,21 @@ TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
   check(cudnn(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true}));
 }
 
+// The sink backward with 32 threads per row (XD_WINDOW_SINKS_BACKWARD=wide): head dims
+// 128, 64 and 32, grouped and strided, many rows per block (dk/dv partials), float16.
+TEST(WindowCuda, WideSinkBackwardMatchesDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(8);
+  struct Env {
+    Env() { setenv("XD_WINDOW_SINKS_BACKWARD", "wide", 1); }
+    ~Env() { unsetenv("XD_WINDOW_SINKS_BACKWARD"); }
+  } env;
+  for (int64_t S : {513, 1100}) check(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
+  check(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2});
+  check(Case{1, 4, 300, 32, 32, 7, at::kHalf, 1e-2, 2, true});
+  check(Case{4, 16, 1088, 64, 64, 8, at::kBFloat16, 1e-2, 4, true, true});
+}
+
 TEST(WindowCuda, Float32MatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(2);

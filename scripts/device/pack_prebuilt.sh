@@ -26,7 +26,7 @@ done
 # Shared libraries from Debian packages and the CUDA runtime (not glibc, libstdc++,
 # torch or the driver).
 for f in "$STAGE"/bin/*; do ldd "$f"; done | awk '/=> \//{print $3}' | sort -u |
-  grep -vE '/(libc|libm|libdl|libpthread|librt|libutil|libgcc_s|libstdc\+\+|ld-linux)[.-]|/torch/|/nvidia/|/libcuda\.so' |
+  grep -vE '/(libc|libm|libdl|libpthread|librt|libutil|libgcc_s|libstdc\+\+|ld-linux)[.-]|/torch/|/nvidia/|/libcuda\.so|/libnvrtc|/libcudnn' |
   while read -r lib; do cp -L "$lib" "$STAGE/lib/"; done
 rm -rf "$ROOT/.prebuilt" && mkdir -p "$ROOT/.prebuilt"
 tar -C "$STAGE" -cJf "$ROOT/.prebuilt/prebuilt.tar.xz" bin lib

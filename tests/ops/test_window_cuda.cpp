@@ -1,5 +1,5 @@
-// CUDA sliding window + sinks (flash attention merged with the sinks) against the
-// dense float64 oracle: outputs and gradients for bf16 inputs (<= 1e-2) at
+// CUDA sliding window + sinks (flash attention or cuDNN's fused attention, merged with
+// the sinks) against the dense float64 oracle: outputs and gradients for bf16 inputs (<= 1e-2) at
 // lengths around the window; float32 (reference path) at <= 1e-5; the cache.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -153,6 +153,21 @@ TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
   check(cudnn(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2}));
   check(cudnn(Case{1, 4, 300, 64, 32, 7, at::kHalf, 1e-2, 2, true}));
   check(cudnn(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true}));
+}
+
+// Flash attention for the window (XD_WINDOW_ATTENTION=flash; the default of forwards
+// without gradients), where training steps default to cuDNN's.
+TEST(WindowCuda, FlashWindowMatchesDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(9);
+  struct Env {
+    Env() { setenv("XD_WINDOW_ATTENTION", "flash", 1); }
+    ~Env() { unsetenv("XD_WINDOW_ATTENTION"); }
+  } env;
+  for (int64_t S : {1, 513, 1100}) check(Case{1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2});
+  check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
+  check(Case{1, 4, 300, 64, 32, 7, at::kHalf, 1e-2, 2, true});
+  check(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true});
 }
 
 // The sink backward with 32 threads per row (XD_WINDOW_SINKS_BACKWARD=wide): head dims

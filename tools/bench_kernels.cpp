@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
     }, reps);
     emit(var.name, B, H, S, D, fwd, fb);
   }
-  // The window on flash attention and on cuDNN's fused attention (the training default), the latter
+  // The window on flash attention (default) and on cuDNN's fused attention, the latter
   // also with the 32-threads-per-row sink backward.
   struct WindowVariant { const char* name; const char* attention; const char* sinks_backward; };
   for (const WindowVariant& wv : {WindowVariant{"xd_window512_sinks4_flash", "flash", ""},

@@ -153,15 +153,11 @@ cw::Layout cudnn_layout(const at::Tensor& xb) {
 // A fresh contiguous [B,S,heads,D] tensor's layout (outputs and gradients).
 cw::Layout contiguous_layout(int64_t S, int64_t heads, int64_t D) { return {heads, {S * heads * D, D, heads * D, 1}}; }
 
-// cuDNN's fused attention runs the window of training steps by default (forward +
-// backward 5.4 against flash attention's 6.4 ms at B=8 S=4096 on an H100, BENCHMARKS.md):
-// their shapes are fixed, so its graphs (a build of about a second per new shape) are
-// built once. A forward without gradients (inference, evaluation: lengths vary) keeps flash
-// attention. XD_WINDOW_ATTENTION=cudnn or =flash decides for both.
-bool cudnn_asked(bool training) {
-  if (!cw::compiled_in() || kernel_args::env_is("XD_WINDOW_ATTENTION", "flash")) return false;
-  return training || kernel_args::env_is("XD_WINDOW_ATTENTION", "cudnn");
-}
+// cuDNN's fused attention for the window: opt-in (XD_WINDOW_ATTENTION=cudnn) until its
+// parity test (WindowCuda.CudnnWindowMatchesDenseOracle) has passed on a GPU. Measured on
+// an H100: forward + backward 5.43 against flash attention's 6.44 ms at B=8 S=4096
+// (BENCHMARKS.md). Each new shape builds a graph once (cached per process).
+bool cudnn_asked() { return cw::compiled_in() && kernel_args::env_is("XD_WINDOW_ATTENTION", "cudnn"); }
 
 // The cuDNN problem of q, k, v in flash attention's layout, with the outputs and the
 // gradients contiguous and dout as given (contiguous without one); nullopt unless cuDNN
@@ -200,8 +196,7 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
     const auto qb = flash_layout(q), kb = flash_layout(k), vb = flash_layout(v);
     at::Tensor out, lse, rng, unused;
-    const bool training = ctx->needs_input_grad(0) || ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
-    const auto cudnn = cudnn_asked(training) ? cudnn_problem(qb, kb, vb, window, scale) : std::nullopt;
+    const auto cudnn = cudnn_asked() ? cudnn_problem(qb, kb, vb, window, scale) : std::nullopt;
     if (cudnn) {
       out = at::empty({qb.size(0), S, qb.size(2), qb.size(3)}, qb.options());
       lse = at::empty({qb.size(0), qb.size(2), S}, qb.options().dtype(at::kFloat));

@@ -155,8 +155,8 @@ TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
   check(cudnn(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true}));
 }
 
-// Flash attention for the window (XD_WINDOW_ATTENTION=flash; the default of forwards
-// without gradients), where training steps default to cuDNN's.
+// Flash attention for the window asked for by name (XD_WINDOW_ATTENTION=flash): the
+// default today, and the path kept if cuDNN's becomes the default.
 TEST(WindowCuda, FlashWindowMatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(9);

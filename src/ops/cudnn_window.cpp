@@ -37,7 +37,7 @@ std::string key_of(const Problem& p, bool backward) {
   std::ostringstream s;
   auto layout = [&](const Layout& l) { s << l.heads << ':' << l.stride[0] << ',' << l.stride[1] << ',' << l.stride[2] << ',' << l.stride[3] << ';'; };
   s << (backward ? 'b' : 'f') << int(p.dtype) << '/' << p.device << '/' << p.batch << '/' << p.seq << '/' << p.head_dim
-    << '/' << p.window << '/' << p.scale << '/';
+    << '/' << p.window << '/' << std::hexfloat << p.scale << std::defaultfloat << '/';
   for (const Layout* l : {&p.q, &p.k, &p.v, &p.o}) layout(*l);
   if (backward)
     for (const Layout* l : {&p.dout, &p.dq, &p.dk, &p.dv}) layout(*l);

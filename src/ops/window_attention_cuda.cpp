@@ -12,10 +12,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <optional>
-#include <tuple>
 #include <cstdlib>
+#include <optional>
 #include <string>
+#include <tuple>
 
 #include "ops/cudnn_window.h"
 #include "ops/kernel_args.h"
@@ -248,7 +248,7 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
                    lse.data_ptr<float>(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), ws.data_ptr(),
                    at::cuda::getCurrentCUDAStream().stream());
     } else {
-      XD_CHECK(!ctx->saved_data["cudnn"].toBool(), "window_attention: the forward ran on cuDNN but its backward "
+      XD_CHECK(!on_cudnn, "window_attention: the forward ran on cuDNN but its backward "
                "graph did not build for these tensors");
       std::tie(dq, dk, dv) = at::_flash_attention_backward(dout, qb, kb, vb, out, lse, at::Tensor(), at::Tensor(), S,
                                                            S, 0.0, true, saved[5], saved[6], scale, window - 1, 0);

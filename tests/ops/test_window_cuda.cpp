@@ -19,6 +19,13 @@ using namespace xd;
 #define XD_REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
 
+// An environment switch of the operators, set for one test's scope.
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(const char* n, const char* value) : name(n) { setenv(n, value, 1); }
+  ~ScopedEnv() { unsetenv(name.c_str()); }
+};
+
 struct Case {
   int64_t B, H, S, D, window, sinks;
   at::ScalarType dtype;
@@ -123,10 +130,7 @@ TEST(WindowCuda, ManyRowsPerBlockMatchBlockedOracle) {
 TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(7);
-  struct Env {
-    Env() { setenv("XD_WINDOW_ATTENTION", "cudnn", 1); }
-    ~Env() { unsetenv("XD_WINDOW_ATTENTION"); }
-  } env;
+  const ScopedEnv env("XD_WINDOW_ATTENTION", "cudnn");
   auto cudnn = [](Case c) {
     c.expect_cudnn = true;
     return c;
@@ -155,30 +159,12 @@ TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
   check(cudnn(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true}));
 }
 
-// Flash attention for the window asked for by name (XD_WINDOW_ATTENTION=flash): the
-// default today, and the path kept if cuDNN's becomes the default.
-TEST(WindowCuda, FlashWindowMatchesDenseOracle) {
-  XD_REQUIRE_CUDA();
-  at::manual_seed(9);
-  struct Env {
-    Env() { setenv("XD_WINDOW_ATTENTION", "flash", 1); }
-    ~Env() { unsetenv("XD_WINDOW_ATTENTION"); }
-  } env;
-  for (int64_t S : {1, 513, 1100}) check(Case{1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2});
-  check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
-  check(Case{1, 4, 300, 64, 32, 7, at::kHalf, 1e-2, 2, true});
-  check(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true});
-}
-
 // The sink backward with 32 threads per row (XD_WINDOW_SINKS_BACKWARD=wide): head dims
 // 128, 64 and 32, grouped and strided, many rows per block (dk/dv partials), float16.
 TEST(WindowCuda, WideSinkBackwardMatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(8);
-  struct Env {
-    Env() { setenv("XD_WINDOW_SINKS_BACKWARD", "wide", 1); }
-    ~Env() { unsetenv("XD_WINDOW_SINKS_BACKWARD"); }
-  } env;
+  const ScopedEnv env("XD_WINDOW_SINKS_BACKWARD", "wide");
   for (int64_t S : {513, 1100}) check(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
   check(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2});
   check(Case{1, 4, 300, 32, 32, 7, at::kHalf, 1e-2, 2, true});

@@ -48,8 +48,7 @@ at::Tensor flash_layout(const at::Tensor& x) {
 // The fused sink kernels (kernels/window_sinks.cu) cover up to kMaxSinks sinks and
 // head dims up to kMaxSinkHeadDim; XD_WINDOW_SINKS=aten selects the ATen merge.
 bool fused_sinks(int64_t ns, const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb, const at::Tensor& lse) {
-  const char* env = std::getenv("XD_WINDOW_SINKS");
-  if (env && std::string(env) == "aten") return false;
+  if (kernel_args::env_is("XD_WINDOW_SINKS", "aten")) return false;
   return ns <= xk::kMaxSinks && qb.size(3) <= xk::kMaxSinkHeadDim && qb.size(0) * qb.size(2) <= 65535 &&
          aligned_rows(qb) && aligned_rows(kb) && aligned_rows(vb) &&
          lse.is_contiguous() && lse.sizes() == at::IntArrayRef({qb.size(0), qb.size(2), qb.size(1)});
@@ -309,8 +308,7 @@ bool merge_cached_sinks(const at::Tensor& q, at::Tensor& out, at::Tensor& lse, c
   const int64_t ns = sink_k.size(2);
   // The sink kernel by default since InferenceGpu.WindowContinueMatchesTheDenseReference
   // (both ways) passed on an H100 (2026-12-07); XD_CACHED_SINKS=aten merges with ATen.
-  const char* env = std::getenv("XD_CACHED_SINKS");
-  if (env != nullptr && std::string(env) == "aten") return false;
+  if (kernel_args::env_is("XD_CACHED_SINKS", "aten")) return false;
   if (ns < 1 || ns > xk::kMaxSinks || position0 < ns || q.size(3) > xk::kMaxSinkHeadDim ||
       q.size(0) * q.size(2) > 65535 || !window_attention_cuda_supports(q.transpose(1, 2)))
     return false;

@@ -113,22 +113,27 @@ __host__ __device__ __forceinline__ int first_tail_row(const WindowSinksParams& 
 // The common geometry: query head, its key/value head, this thread's row slot and
 // columns, and the block's tail rows [begin, end) (tail row r is position window + r).
 struct Geometry {
-  int b, h, hk, bh, slot, col, begin, end;
+  int b, h, hk, bh, chunk, chunks, slot, col, begin, end;
   bool active;  // this thread's columns exist (col < D)
 };
 
 template <int RT = kRowThreads>
 __device__ __forceinline__ Geometry geometry(const WindowSinksParams& p) {
   Geometry g;
-  g.bh = blockIdx.y;
+  // Heads fastest (opt-in): the blocks resident at once share row ranges, so together
+  // they read whole [t, heads, D] spans of the [B,S,H,D] tensors, not 256-byte rows 8 KB
+  // apart; row chunks fastest keeps one head's rows together.
+  g.bh = p.heads_fastest ? blockIdx.x : blockIdx.y;
+  g.chunk = p.heads_fastest ? blockIdx.y : blockIdx.x;
+  g.chunks = p.heads_fastest ? gridDim.y : gridDim.x;
   g.b = g.bh / p.H;
   g.h = g.bh % p.H;
   g.hk = g.h / (p.H / p.Hk);
   g.slot = threadIdx.x / RT;
   g.col = (threadIdx.x % RT) * (kMaxSinkHeadDim / RT);
   g.active = g.col < p.D;
-  const int tail = p.S - first_tail_row(p), per = (tail + gridDim.x - 1) / gridDim.x;
-  g.begin = blockIdx.x * per;
+  const int tail = p.S - first_tail_row(p), per = (tail + g.chunks - 1) / g.chunks;
+  g.begin = g.chunk * per;
   g.end = min(tail, g.begin + per);
   return g;
 }
@@ -274,7 +279,7 @@ __global__ void __launch_bounds__(kThreads, backward_min_blocks<NS, RT>()) sinks
     }
     if (io) store8<T, E>(dq_row, dqv);
   }
-  const size_t part = ((size_t)blockIdx.x * gridDim.y + g.bh) * NS * p.D;
+  const size_t part = ((size_t)g.chunk * p.B * p.H + g.bh) * NS * p.D;
   write_partial<NS, RT>(acc_k, red, p.dk_part + part, g, p.D);
   write_partial<NS, RT>(acc_v, red, p.dv_part + part, g, p.D);
 }
@@ -316,20 +321,26 @@ int forward_chunks(const WindowSinksParams& p) {
   }();
   const long long bh = static_cast<long long>(p.B) * p.H, tail = p.S - first_tail_row(p);
   const long long want = (16LL * resident * multiprocessors() + bh - 1) / bh;
-  return static_cast<int>(std::max(1LL, std::min(want, (tail + kSlots - 1) / kSlots)));
+  // (65,535: the most a grid's y extent takes.)
+  return static_cast<int>(std::max(1LL, std::min({want, (tail + kSlots - 1) / kSlots, 65535LL})));
+}
+
+// The sink kernels' grid of row chunks and heads, in the order geometry() reads.
+dim3 sinks_grid(const WindowSinksParams& p, int chunks) {
+  const unsigned bh = static_cast<unsigned>(p.B * p.H), c = static_cast<unsigned>(chunks);
+  return p.heads_fastest ? dim3(bh, c) : dim3(c, bh);
 }
 
 template <typename T, int NS>
 void launch_rows(const WindowSinksParams& p, bool backward, cudaStream_t stream) {
   if (backward) {
-    const dim3 grid(window_sinks_chunks(p.B, p.H, p.S, p.window), p.B * p.H);
+    const dim3 grid = sinks_grid(p, window_sinks_chunks(p.B, p.H, p.S, p.window));
     if (p.wide_backward)
       sinks_backward_kernel<T, NS, 32><<<grid, kThreads, 0, stream>>>(p);
     else
       sinks_backward_kernel<T, NS, kRowThreads><<<grid, kThreads, 0, stream>>>(p);
   } else {
-    const dim3 grid(forward_chunks<T, NS>(p), p.B * p.H);
-    sinks_forward_kernel<T, NS><<<grid, kThreads, 0, stream>>>(p);
+    sinks_forward_kernel<T, NS><<<sinks_grid(p, forward_chunks<T, NS>(p)), kThreads, 0, stream>>>(p);
   }
 }
 

@@ -118,14 +118,17 @@ int main(int argc, char** argv) {
     }, reps);
     emit(var.name, B, H, S, D, fwd, fb);
   }
-  // The window on flash attention (default) and on cuDNN's fused attention, the latter
-  // also with the 32-threads-per-row sink backward.
-  struct WindowVariant { const char* name; const char* attention; const char* sinks_backward; };
-  for (const WindowVariant& wv : {WindowVariant{"xd_window512_sinks4_flash", "flash", ""},
-                                  WindowVariant{"xd_window512_sinks4_cudnn", "cudnn", ""},
-                                  WindowVariant{"xd_window512_sinks4_cudnn_wide_sinks", "cudnn", "wide"}}) {
+  // The window on flash attention (the default) and on cuDNN's fused attention (opt-in),
+  // the latter also with the 32-threads-per-row sink backward and with the sink kernels'
+  // grid heads first (XD_WINDOW_SINKS_GRID=heads).
+  struct WindowVariant { const char* name; const char* attention; const char* sinks_backward; const char* grid; };
+  for (const WindowVariant& wv : {WindowVariant{"xd_window512_sinks4_flash", "flash", "", ""},
+                                  WindowVariant{"xd_window512_sinks4_cudnn", "cudnn", "", ""},
+                                  WindowVariant{"xd_window512_sinks4_cudnn_wide_sinks", "cudnn", "wide", ""},
+                                  WindowVariant{"xd_window512_sinks4_cudnn_heads_grid", "cudnn", "", "heads"}}) {
     setenv("XD_WINDOW_ATTENTION", wv.attention, 1);
     setenv("XD_WINDOW_SINKS_BACKWARD", wv.sinks_backward, 1);
+    setenv("XD_WINDOW_SINKS_GRID", wv.grid, 1);
     const double fwd = median_ms([&](int r) {
       const auto& s = sets[r % kSets];
       xd::ops::window_attention(s.q, s.k, s.v, 512, 4);

@@ -80,6 +80,7 @@ xk::WindowSinksParams sink_params(const at::Tensor& qb, const at::Tensor& kb, co
   p.D = static_cast<int>(qb.size(3));
   p.window = static_cast<int>(window);
   p.sinks = static_cast<int>(ns);
+  p.heads_fastest = kernel_args::env_is("XD_WINDOW_SINKS_GRID", "heads");
   return p;
 }
 

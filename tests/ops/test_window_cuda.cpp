@@ -171,6 +171,22 @@ TEST(WindowCuda, WideSinkBackwardMatchesDenseOracle) {
   check(Case{4, 16, 1088, 64, 64, 8, at::kBFloat16, 1e-2, 4, true, true});
 }
 
+// The sink kernels' grid heads first (XD_WINDOW_SINKS_GRID=heads): the same rows in
+// another block order, so the forward merge, dq and the dk/dv partials (indexed by chunk
+// and head, summed by the reduction) must still match, grouped, strided and many rows
+// per block included.
+TEST(WindowCuda, HeadsFirstSinkGridMatchesDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(10);
+  const ScopedEnv env("XD_WINDOW_SINKS_GRID", "heads");
+  for (int64_t S : {513, 1100}) check(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
+  check(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2});
+  check(Case{4, 16, 1088, 64, 64, 8, at::kBFloat16, 1e-2, 4, true, true});
+  check(Case{2, 32, 1000, 128, 200, 4, at::kHalf, 1e-2, 8, true, true});
+  const ScopedEnv wide("XD_WINDOW_SINKS_BACKWARD", "wide");
+  check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
+}
+
 TEST(WindowCuda, Float32MatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(2);

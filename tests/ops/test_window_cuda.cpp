@@ -159,30 +159,32 @@ TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
   check(cudnn(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true}));
 }
 
-// The sink backward with 32 threads per row (XD_WINDOW_SINKS_BACKWARD=wide): head dims
-// 128, 64 and 32, grouped and strided, many rows per block (dk/dv partials), float16.
-TEST(WindowCuda, WideSinkBackwardMatchesDenseOracle) {
-  XD_REQUIRE_CUDA();
-  at::manual_seed(8);
-  const ScopedEnv env("XD_WINDOW_SINKS_BACKWARD", "wide");
+// The cases a variant of the sink kernels must pass: head dims 128, 64 and 32, grouped
+// and strided, many rows per block (the dk/dv partials of several chunks and query heads
+// meet in the reduction), float16.
+void check_sink_kernel_variant() {
   for (int64_t S : {513, 1100}) check(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
   check(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2});
   check(Case{1, 4, 300, 32, 32, 7, at::kHalf, 1e-2, 2, true});
   check(Case{4, 16, 1088, 64, 64, 8, at::kBFloat16, 1e-2, 4, true, true});
+  check(Case{2, 32, 1000, 128, 200, 4, at::kHalf, 1e-2, 8, true, true});
+}
+
+// The sink backward with 32 threads per row (XD_WINDOW_SINKS_BACKWARD=wide).
+TEST(WindowCuda, WideSinkBackwardMatchesDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(8);
+  const ScopedEnv env("XD_WINDOW_SINKS_BACKWARD", "wide");
+  check_sink_kernel_variant();
 }
 
 // The sink kernels' grid heads first (XD_WINDOW_SINKS_GRID=heads): the same rows in
-// another block order, so the forward merge, dq and the dk/dv partials (indexed by chunk
-// and head, summed by the reduction) must still match, grouped, strided and many rows
-// per block included.
+// another block order, alone and with the wide backward.
 TEST(WindowCuda, HeadsFirstSinkGridMatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(10);
   const ScopedEnv env("XD_WINDOW_SINKS_GRID", "heads");
-  for (int64_t S : {513, 1100}) check(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
-  check(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2});
-  check(Case{4, 16, 1088, 64, 64, 8, at::kBFloat16, 1e-2, 4, true, true});
-  check(Case{2, 32, 1000, 128, 200, 4, at::kHalf, 1e-2, 8, true, true});
+  check_sink_kernel_variant();
   const ScopedEnv wide("XD_WINDOW_SINKS_BACKWARD", "wide");
   check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
 }

@@ -153,15 +153,30 @@ cw::Layout cudnn_layout(const at::Tensor& xb) {
 // A fresh contiguous [B,S,heads,D] tensor's layout (outputs and gradients).
 cw::Layout contiguous_layout(int64_t S, int64_t heads, int64_t D) { return {heads, {S * heads * D, D, heads * D, 1}}; }
 
+// The strides of the gradient of xb ([B,S,heads,D], flash attention's layout): xb's own
+// where it is dense (a [B,H,S,D] tensor's gradient stays [B,H,S,D] in memory, so autograd
+// need not copy it into its leaf's layout, as flash attention's backward does too), else
+// contiguous [B,S,heads,D].
+std::vector<int64_t> gradient_strides(const at::Tensor& xb) {
+  if (xb.is_non_overlapping_and_dense()) return xb.strides().vec();
+  return {xb.size(1) * xb.size(2) * xb.size(3), xb.size(2) * xb.size(3), xb.size(3), 1};
+}
+at::Tensor gradient_like(const at::Tensor& xb) { return at::empty_strided(xb.sizes(), gradient_strides(xb), xb.options()); }
+cw::Layout gradient_layout(const at::Tensor& xb) {
+  const auto st = gradient_strides(xb);
+  return {xb.size(2), {st[0], st[2], st[1], st[3]}};
+}
+
 // cuDNN's fused attention for the window: opt-in (XD_WINDOW_ATTENTION=cudnn) until its
 // parity test (WindowCuda.CudnnWindowMatchesDenseOracle) has passed on a GPU. Measured on
 // an H100: forward + backward 5.43 against flash attention's 6.44 ms at B=8 S=4096
 // (BENCHMARKS.md). Each new shape builds a graph once (cached per process).
 bool cudnn_asked() { return cw::compiled_in() && kernel_args::env_is("XD_WINDOW_ATTENTION", "cudnn"); }
 
-// The cuDNN problem of q, k, v in flash attention's layout, with the outputs and the
-// gradients contiguous and dout as given (contiguous without one); nullopt unless cuDNN
-// builds both the forward and the backward graph (flash attention runs then).
+// The cuDNN problem of q, k, v in flash attention's layout, with the output contiguous,
+// the gradients as gradient_strides() makes them and dout as given (contiguous without
+// one); nullopt unless cuDNN builds both the forward and the backward graph (flash
+// attention runs then).
 std::optional<cw::Problem> cudnn_problem(const at::Tensor& qb, const at::Tensor& kb, const at::Tensor& vb,
                                          int64_t window, double scale, std::string* why = nullptr,
                                          const at::Tensor* dout = nullptr) {
@@ -176,9 +191,10 @@ std::optional<cw::Problem> cudnn_problem(const at::Tensor& qb, const at::Tensor&
   p.q = cudnn_layout(qb);
   p.k = cudnn_layout(kb);
   p.v = cudnn_layout(vb);
-  const int64_t S = p.seq, H = qb.size(2), Hk = kb.size(2), D = p.head_dim;
-  p.o = p.dout = p.dq = contiguous_layout(S, H, D);
-  p.dk = p.dv = contiguous_layout(S, Hk, D);
+  p.o = p.dout = contiguous_layout(p.seq, qb.size(2), p.head_dim);
+  p.dq = gradient_layout(qb);
+  p.dk = gradient_layout(kb);
+  p.dv = gradient_layout(vb);
   if (dout) p.dout = cudnn_layout(*dout);
   if (!cw::supports_forward(p, why) || !cw::supports_backward(p, why)) return std::nullopt;
   return p;
@@ -240,9 +256,9 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
     if (on_cudnn && !cudnn) cudnn = cudnn_problem(qb, kb, vb, window, scale);  // contiguous dout, as the forward checked
     at::Tensor dq, dk, dv;
     if (cudnn) {
-      dq = at::empty_like(out);
-      dk = at::empty({kb.size(0), S, kb.size(2), kb.size(3)}, kb.options());
-      dv = at::empty_like(dk);
+      dq = gradient_like(qb);
+      dk = gradient_like(kb);
+      dv = gradient_like(vb);
       const auto ws = workspace(cw::backward_workspace(*cudnn), qb);
       cw::backward(*cudnn, qb.data_ptr(), kb.data_ptr(), vb.data_ptr(), out.data_ptr(), dout.data_ptr(),
                    lse.data_ptr<float>(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), ws.data_ptr(),

@@ -150,7 +150,7 @@ cw::Layout cudnn_layout(const at::Tensor& xb) {
   return {xb.size(2), {xb.stride(0), xb.stride(2), xb.stride(1), xb.stride(3)}};
 }
 
-// A fresh contiguous [B,S,heads,D] tensor's layout (outputs and gradients).
+// A fresh contiguous [B,S,heads,D] tensor's layout (the output; dout without one given).
 cw::Layout contiguous_layout(int64_t S, int64_t heads, int64_t D) { return {heads, {S * heads * D, D, heads * D, 1}}; }
 
 // The strides of the gradient of xb ([B,S,heads,D], flash attention's layout): xb's own

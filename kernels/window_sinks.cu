@@ -51,57 +51,46 @@ __device__ __forceinline__ T* row_ptr(const StridedRows& r, int b, int t, int h)
   return static_cast<T*>(r.ptr) + b * r.sb + t * r.st + h * r.sh;
 }
 
-// E columns of a row (E = 8: one 16-byte load, E = 4: one 8-byte load), as float.
-template <int E> struct ColsVec;
-template <> struct ColsVec<8> { using type = uint4; };
-template <> struct ColsVec<4> { using type = uint2; };
-
-template <typename T, int E = kElems>
-__device__ __forceinline__ void load8(float (&x)[E], const T* p, bool ok) {
-  using Vec = typename ColsVec<E>::type;
-  Vec u{};
-  if (ok) u = *reinterpret_cast<const Vec*>(p);
+template <typename T>
+__device__ __forceinline__ void load8(float (&x)[kElems], const T* p, bool ok) {
+  uint4 u = make_uint4(0u, 0u, 0u, 0u);
+  if (ok) u = *reinterpret_cast<const uint4*>(p);
   const auto* h = reinterpret_cast<const typename Conv<T>::pair*>(&u);
 #pragma unroll
-  for (int i = 0; i < E / 2; ++i) {
+  for (int i = 0; i < kElems / 2; ++i) {
     const float2 f = Conv<T>::to_float2(h[i]);
     x[2 * i] = f.x;
     x[2 * i + 1] = f.y;
   }
 }
 
-template <typename T, int E = kElems>
-__device__ __forceinline__ void store8(T* p, const float (&x)[E]) {
-  typename ColsVec<E>::type u;
+template <typename T>
+__device__ __forceinline__ void store8(T* p, const float (&x)[kElems]) {
+  uint4 u;
   auto* h = reinterpret_cast<typename Conv<T>::pair*>(&u);
 #pragma unroll
-  for (int i = 0; i < E / 2; ++i) h[i] = Conv<T>::from_float2(x[2 * i], x[2 * i + 1]);
-  *reinterpret_cast<typename ColsVec<E>::type*>(p) = u;
+  for (int i = 0; i < kElems / 2; ++i) h[i] = Conv<T>::from_float2(x[2 * i], x[2 * i + 1]);
+  *reinterpret_cast<uint4*>(p) = u;
 }
 
-// This thread's E columns of a shared-memory row.
-template <int E = kElems>
-__device__ __forceinline__ void smem8(float (&x)[E], const float* row) {
-#pragma unroll
-  for (int i = 0; i < E / 4; ++i) {
-    const float4 a = reinterpret_cast<const float4*>(row)[i];
-    x[4 * i] = a.x; x[4 * i + 1] = a.y; x[4 * i + 2] = a.z; x[4 * i + 3] = a.w;
-  }
+// This thread's 8 columns of a shared-memory row.
+__device__ __forceinline__ void smem8(float (&x)[kElems], const float* row) {
+  const float4 a = *reinterpret_cast<const float4*>(row), b = *reinterpret_cast<const float4*>(row + 4);
+  x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
+  x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
 }
 
-template <int E = kElems>
-__device__ __forceinline__ float dot8(const float (&a)[E], const float (&b)[E]) {
+__device__ __forceinline__ float dot8(const float (&a)[kElems], const float (&b)[kElems]) {
   float s = 0.f;
 #pragma unroll
-  for (int e = 0; e < E; ++e) s = fmaf(a[e], b[e], s);
+  for (int e = 0; e < kElems; ++e) s = fmaf(a[e], b[e], s);
   return s;
 }
 
-// Sum over the RT threads of a row (xor offsets below RT stay inside the row's lanes).
-template <int RT = kRowThreads>
+// Sum over the 16 threads of a row (xor offsets below 16 stay inside the half-warp).
 __device__ __forceinline__ float row_sum(float x) {
 #pragma unroll
-  for (int off = RT / 2; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
+  for (int off = kRowThreads / 2; off > 0; off >>= 1) x += __shfl_xor_sync(0xffffffffu, x, off);
   return x;
 }
 
@@ -113,27 +102,21 @@ __host__ __device__ __forceinline__ int first_tail_row(const WindowSinksParams& 
 // The common geometry: query head, its key/value head, this thread's row slot and
 // columns, and the block's tail rows [begin, end) (tail row r is position window + r).
 struct Geometry {
-  int b, h, hk, bh, chunk, chunks, slot, col, begin, end;
+  int b, h, hk, bh, slot, col, begin, end;
   bool active;  // this thread's columns exist (col < D)
 };
 
-template <int RT = kRowThreads>
 __device__ __forceinline__ Geometry geometry(const WindowSinksParams& p) {
   Geometry g;
-  // Heads fastest (opt-in): the blocks resident at once share row ranges, so together
-  // they read whole [t, heads, D] spans of the [B,S,H,D] tensors, not 256-byte rows 8 KB
-  // apart; row chunks fastest keeps one head's rows together.
-  g.bh = p.heads_fastest ? blockIdx.x : blockIdx.y;
-  g.chunk = p.heads_fastest ? blockIdx.y : blockIdx.x;
-  g.chunks = p.heads_fastest ? gridDim.y : gridDim.x;
+  g.bh = blockIdx.y;
   g.b = g.bh / p.H;
   g.h = g.bh % p.H;
   g.hk = g.h / (p.H / p.Hk);
-  g.slot = threadIdx.x / RT;
-  g.col = (threadIdx.x % RT) * (kMaxSinkHeadDim / RT);
+  g.slot = threadIdx.x / kRowThreads;
+  g.col = (threadIdx.x % kRowThreads) * kElems;
   g.active = g.col < p.D;
-  const int tail = p.S - first_tail_row(p), per = (tail + g.chunks - 1) / g.chunks;
-  g.begin = g.chunk * per;
+  const int tail = p.S - first_tail_row(p), per = (tail + gridDim.x - 1) / gridDim.x;
+  g.begin = blockIdx.x * per;
   g.end = min(tail, g.begin + per);
   return g;
 }
@@ -203,27 +186,23 @@ __global__ void __launch_bounds__(kThreads) sinks_forward_kernel(WindowSinksPara
   }
 }
 
-// The block's sum of acc (every thread's [NS][E] columns) into part [NS][D]: with 16
-// threads per row the two row slots of a warp fold by one shuffle; the warps meet in
-// shared memory.
-template <int NS, int RT>
-__device__ void write_partial(float (&acc)[NS][kMaxSinkHeadDim / RT], float (&red)[kWarps][NS][kMaxSinkHeadDim],
-                              float* part, const Geometry& g, int D) {
-  constexpr int E = kMaxSinkHeadDim / RT;
+// The block's sum of acc (every thread's [NS][8] columns) into part [NS][D]: the two
+// row slots of a warp fold by one shuffle, the warps meet in shared memory.
+template <int NS>
+__device__ void write_partial(float (&acc)[NS][kElems], float (&red)[kWarps][NS][kMaxSinkHeadDim], float* part,
+                              const Geometry& g, int D) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if constexpr (RT == 16) {
 #pragma unroll
-    for (int j = 0; j < NS; ++j)
+  for (int j = 0; j < NS; ++j)
 #pragma unroll
-      for (int e = 0; e < E; ++e) acc[j][e] += __shfl_xor_sync(0xffffffffu, acc[j][e], 16);
-  }
-  if ((RT == 32 || lane < 16) && g.active) {
+    for (int e = 0; e < kElems; ++e) acc[j][e] += __shfl_xor_sync(0xffffffffu, acc[j][e], 16);
+  if (lane < 16 && g.active) {
 #pragma unroll
-    for (int j = 0; j < NS; ++j)
-#pragma unroll
-      for (int i = 0; i < E / 4; ++i)
-        reinterpret_cast<float4*>(red[warp][j] + g.col)[i] =
-            make_float4(acc[j][4 * i], acc[j][4 * i + 1], acc[j][4 * i + 2], acc[j][4 * i + 3]);
+    for (int j = 0; j < NS; ++j) {
+      float4* dst = reinterpret_cast<float4*>(red[warp][j] + g.col);
+      dst[0] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+      dst[1] = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
+    }
   }
   __syncthreads();
   for (int idx = threadIdx.x; idx < NS * D; idx += kThreads) {
@@ -236,52 +215,47 @@ __device__ void write_partial(float (&acc)[NS][kMaxSinkHeadDim / RT], float (&re
   __syncthreads();  // red is reused by the next call
 }
 
-// RT threads per row: 16 (8 columns each, the default) or 32 (4 columns each: half the
-// accumulator registers, so more blocks fit; XD_WINDOW_SINKS_BACKWARD=wide).
-template <int NS, int RT> constexpr int backward_min_blocks() { return RT == 32 ? (NS <= 4 ? 3 : 2) : (NS <= 4 ? 2 : 1); }
-
-template <typename T, int NS, int RT>
-__global__ void __launch_bounds__(kThreads, backward_min_blocks<NS, RT>()) sinks_backward_kernel(WindowSinksParams p) {
-  constexpr int E = kMaxSinkHeadDim / RT, kRowSlots = kThreads / RT;
+template <typename T, int NS>
+__global__ void __launch_bounds__(kThreads, NS <= 4 ? 2 : 1) sinks_backward_kernel(WindowSinksParams p) {
   __shared__ __align__(16) float ks[NS][kMaxSinkHeadDim];
   __shared__ __align__(16) float vs[NS][kMaxSinkHeadDim];
   __shared__ __align__(16) float red[kWarps][NS][kMaxSinkHeadDim];
-  const Geometry g = geometry<RT>(p);
+  const Geometry g = geometry(p);
   load_sinks<T, NS>(ks, vs, p, g);
-  float acc_k[NS][E] = {}, acc_v[NS][E] = {};
-  for (int base = g.begin; base < g.end; base += kRowSlots) {
+  float acc_k[NS][kElems] = {}, acc_v[NS][kElems] = {};
+  for (int base = g.begin; base < g.end; base += kSlots) {
     const int r = base + g.slot, t = p.window + r;
     const bool row_ok = r < g.end, io = row_ok && g.active;
-    float qv[E], gv[E], ov[E], dqv[E];
+    float qv[kElems], gv[kElems], ov[kElems], dqv[kElems];
     T* dq_row = row_ptr<T>(p.dq, g.b, t, g.h) + g.col;
-    load8<T, E>(qv, row_ptr<const T>(p.q, g.b, t, g.h) + g.col, io);
-    load8<T, E>(gv, row_ptr<const T>(p.dout, g.b, t, g.h) + g.col, io);
-    load8<T, E>(ov, row_ptr<const T>(p.out, g.b, t, g.h) + g.col, io);
-    load8<T, E>(dqv, dq_row, io);
+    load8(qv, row_ptr<const T>(p.q, g.b, t, g.h) + g.col, io);
+    load8(gv, row_ptr<const T>(p.dout, g.b, t, g.h) + g.col, io);
+    load8(ov, row_ptr<const T>(p.out, g.b, t, g.h) + g.col, io);
+    load8(dqv, dq_row, io);
     const float lse = row_ok ? p.lse[(size_t)g.bh * p.S + t] : 0.f;
     const int visible = row_ok ? min(NS, r + 1) : 0;
-    const float delta = row_sum<RT>(dot8<E>(gv, ov));
+    const float delta = row_sum(dot8(gv, ov));
 #pragma unroll
     for (int j = 0; j < NS; ++j) {
-      float kj[E], vj[E];
-      smem8<E>(kj, ks[j] + (g.active ? g.col : 0));
-      smem8<E>(vj, vs[j] + (g.active ? g.col : 0));
-      const float s = row_sum<RT>(g.active ? dot8<E>(qv, kj) : 0.f);
-      const float dpv = row_sum<RT>(g.active ? dot8<E>(gv, vj) : 0.f);
+      float kj[kElems], vj[kElems];
+      smem8(kj, ks[j] + (g.active ? g.col : 0));
+      smem8(vj, vs[j] + (g.active ? g.col : 0));
+      const float s = row_sum(g.active ? dot8(qv, kj) : 0.f);
+      const float dpv = row_sum(g.active ? dot8(gv, vj) : 0.f);
       const float pr = j < visible ? expf(p.scale * s - lse) : 0.f;
       const float ds = p.scale * pr * (dpv - delta);
 #pragma unroll
-      for (int e = 0; e < E; ++e) {
+      for (int e = 0; e < kElems; ++e) {
         dqv[e] = fmaf(ds, kj[e], dqv[e]);
         acc_k[j][e] = fmaf(ds, qv[e], acc_k[j][e]);
         acc_v[j][e] = fmaf(pr, gv[e], acc_v[j][e]);
       }
     }
-    if (io) store8<T, E>(dq_row, dqv);
+    if (io) store8(dq_row, dqv);
   }
-  const size_t part = ((size_t)g.chunk * p.B * p.H + g.bh) * NS * p.D;
-  write_partial<NS, RT>(acc_k, red, p.dk_part + part, g, p.D);
-  write_partial<NS, RT>(acc_v, red, p.dv_part + part, g, p.D);
+  const size_t part = ((size_t)blockIdx.x * gridDim.y + g.bh) * NS * p.D;
+  write_partial<NS>(acc_k, red, p.dk_part + part, g, p.D);
+  write_partial<NS>(acc_v, red, p.dv_part + part, g, p.D);
 }
 
 // dk[b, j, hk] += sum over chunks c and the group's query heads h of part[c][b, h][j];
@@ -321,26 +295,17 @@ int forward_chunks(const WindowSinksParams& p) {
   }();
   const long long bh = static_cast<long long>(p.B) * p.H, tail = p.S - first_tail_row(p);
   const long long want = (16LL * resident * multiprocessors() + bh - 1) / bh;
-  // (65,535: the most a grid's y extent takes.)
-  return static_cast<int>(std::max(1LL, std::min({want, (tail + kSlots - 1) / kSlots, 65535LL})));
-}
-
-// The sink kernels' grid of row chunks and heads, in the order geometry() reads.
-dim3 sinks_grid(const WindowSinksParams& p, int chunks) {
-  const unsigned bh = static_cast<unsigned>(p.B * p.H), c = static_cast<unsigned>(chunks);
-  return p.heads_fastest ? dim3(bh, c) : dim3(c, bh);
+  return static_cast<int>(std::max(1LL, std::min(want, (tail + kSlots - 1) / kSlots)));
 }
 
 template <typename T, int NS>
 void launch_rows(const WindowSinksParams& p, bool backward, cudaStream_t stream) {
   if (backward) {
-    const dim3 grid = sinks_grid(p, window_sinks_chunks(p.B, p.H, p.S, p.window));
-    if (p.wide_backward)
-      sinks_backward_kernel<T, NS, 32><<<grid, kThreads, 0, stream>>>(p);
-    else
-      sinks_backward_kernel<T, NS, kRowThreads><<<grid, kThreads, 0, stream>>>(p);
+    const dim3 grid(window_sinks_chunks(p.B, p.H, p.S, p.window), p.B * p.H);
+    sinks_backward_kernel<T, NS><<<grid, kThreads, 0, stream>>>(p);
   } else {
-    sinks_forward_kernel<T, NS><<<sinks_grid(p, forward_chunks<T, NS>(p)), kThreads, 0, stream>>>(p);
+    const dim3 grid(forward_chunks<T, NS>(p), p.B * p.H);
+    sinks_forward_kernel<T, NS><<<grid, kThreads, 0, stream>>>(p);
   }
 }
 

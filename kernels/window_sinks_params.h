@@ -33,8 +33,6 @@ struct WindowSinksParams {
   int position0;
   StridedRows sink_k, sink_v;
   bool half;            // float16 (else bfloat16)
-  bool wide_backward;   // backward: 32 threads per row (4 columns each) instead of 16
-  bool heads_fastest;   // grid order (heads, row chunks) instead of (row chunks, heads); not yet timed
   float scale;
   int B, H, Hk, S, D, window, sinks;
 };

@@ -118,28 +118,19 @@ int main(int argc, char** argv) {
     }, reps);
     emit(var.name, B, H, S, D, fwd, fb);
   }
-  // The window on flash attention (the default) and on cuDNN's fused attention (opt-in),
-  // the latter also with the 32-threads-per-row sink backward and with the sink kernels'
-  // grid heads first (XD_WINDOW_SINKS_GRID=heads). The anchors' inputs are contiguous
-  // [B,H,S,D]; the student's are [B,H,S,D] views of its [B,S,H,D] projections, and so is
-  // its upstream gradient (W_o's backward): the "student_layout" rows time that.
+  // The window on cuDNN's fused attention (the training default) and on flash attention
+  // (the default without gradients). The anchors' inputs are contiguous [B,H,S,D]; the
+  // student's are [B,H,S,D] views of its [B,S,H,D] projections, and so is its upstream
+  // gradient (W_o's backward): the "student_layout" row times that.
   auto student_layout = [](const at::Tensor& x) { return x.transpose(1, 2).contiguous().transpose(1, 2); };
   std::vector<Set> student_sets;
   for (const Set& s : sets)
     student_sets.push_back({student_layout(s.q), student_layout(s.k), student_layout(s.v), s.i, s.f, student_layout(s.g)});
-  struct WindowVariant {
-    const char* name; const char* attention; const char* sinks_backward; const char* grid; bool student;
-  };
-  for (const WindowVariant& wv : {
-           WindowVariant{"xd_window512_sinks4_flash", "flash", "", "", false},
-           WindowVariant{"xd_window512_sinks4_cudnn", "cudnn", "", "", false},
-           WindowVariant{"xd_window512_sinks4_cudnn_wide_sinks", "cudnn", "wide", "", false},
-           WindowVariant{"xd_window512_sinks4_cudnn_heads_grid", "cudnn", "", "heads", false},
-           WindowVariant{"xd_window512_sinks4_cudnn_student_layout", "cudnn", "", "", true},
-           WindowVariant{"xd_window512_sinks4_cudnn_student_layout_heads_grid", "cudnn", "", "heads", true}}) {
+  struct WindowVariant { const char* name; const char* attention; bool student; };
+  for (const WindowVariant& wv : {WindowVariant{"xd_window512_sinks4_flash", "flash", false},
+                                  WindowVariant{"xd_window512_sinks4_cudnn", "cudnn", false},
+                                  WindowVariant{"xd_window512_sinks4_cudnn_student_layout", "cudnn", true}}) {
     setenv("XD_WINDOW_ATTENTION", wv.attention, 1);
-    setenv("XD_WINDOW_SINKS_BACKWARD", wv.sinks_backward, 1);
-    setenv("XD_WINDOW_SINKS_GRID", wv.grid, 1);
     const std::vector<Set>& in = wv.student ? student_sets : sets;
     const double fwd = median_ms([&](int r) {
       const auto& s = in[r % kSets];

@@ -18,7 +18,7 @@
 #   ncu-decode     Nsight Compute counters of the 41st student decode-mixer launch of a
 #                  --batch 8 bench (on 2026-12-07 that launch had B=1: 64 blocks)
 #   ncu-window     Nsight Compute kernel durations of one mLSTM and one window (cuDNN)
-#                  forward + backward at B=8 S=4096, then the sink kernels' opt-in variants
+#                  forward + backward at B=8 S=4096
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
 #                  warm machine; DEMO_FRESH=1 starts over)
 # Logs and JSON lines under $OUT, packed into $OUT/session_logs.tgz at the end; the
@@ -178,12 +178,7 @@ for part in "$@"; do
       XD_WINDOW_ATTENTION=cudnn ncu --clock-control none --csv --metrics gpu__time_duration.sum \
         "$KBIN" 8 32 4096 128 1 profile 2> "$OUT/ncu_window.err" | python3 tools/ncu_summary.py > "$OUT/ncu_window.log"
       head -24 "$OUT/ncu_window.log"
-      # The sink kernels' opt-in variants (heads-first grid, 32-threads-per-row backward).
-      XD_WINDOW_ATTENTION=cudnn XD_WINDOW_SINKS_GRID=heads XD_WINDOW_SINKS_BACKWARD=wide \
-        ncu --clock-control none --csv --metrics gpu__time_duration.sum -k regex:sinks_ \
-        "$KBIN" 8 32 4096 128 1 profile 2>> "$OUT/ncu_window.err" | python3 tools/ncu_summary.py > "$OUT/ncu_window_variants.log"
-      cat "$OUT/ncu_window_variants.log"
-      row ncu-window done $(( $(date +%s) - start )) "ncu_window{,_variants}.log"
+      row ncu-window done $(( $(date +%s) - start )) "ncu_window.log"
       ;;
     demo-small)
       # Re-running on a warm machine resumes the demo where a killed call left it.

@@ -1,5 +1,5 @@
-// CUDA sliding window + sinks: windowed fused attention for the window (ATen's flash
-// attention, or cuDNN's with XD_WINDOW_ATTENTION=cudnn), merged exactly with the sink
+// CUDA sliding window + sinks: windowed fused attention for the window (cuDNN's for
+// training steps, ATen's flash attention for forwards without gradients), merged exactly with the sink
 // keys that have left the window through the log-sum-exp. The backward hands the
 // attention kernel the merged output and log-sum-exp, so its probabilities are the
 // merged softmax's and its gradients exact; the sink keys' share is a small dense
@@ -80,7 +80,6 @@ xk::WindowSinksParams sink_params(const at::Tensor& qb, const at::Tensor& kb, co
   p.D = static_cast<int>(qb.size(3));
   p.window = static_cast<int>(window);
   p.sinks = static_cast<int>(ns);
-  p.heads_fastest = kernel_args::env_is("XD_WINDOW_SINKS_GRID", "heads");
   return p;
 }
 
@@ -167,11 +166,16 @@ cw::Layout gradient_layout(const at::Tensor& xb) {
   return {xb.size(2), {st[0], st[2], st[1], st[3]}};
 }
 
-// cuDNN's fused attention for the window: opt-in (XD_WINDOW_ATTENTION=cudnn) until its
-// parity test (WindowCuda.CudnnWindowMatchesDenseOracle) has passed on a GPU. Measured on
-// an H100: forward + backward 5.43 against flash attention's 6.44 ms at B=8 S=4096
-// (BENCHMARKS.md). Each new shape builds a graph once (cached per process).
-bool cudnn_asked() { return cw::compiled_in() && kernel_args::env_is("XD_WINDOW_ATTENTION", "cudnn"); }
+// cuDNN's fused attention runs the window of training steps by default: forward +
+// backward 3.96 ms against flash attention's 6.44 and FlexAttention's 4.56 at B=8
+// S=4096 on an H100 (BENCHMARKS.md). Training shapes are fixed, so its graphs (about a
+// second to build per new shape, cached per process) are built once. A forward without
+// gradients (inference, evaluation: lengths vary from call to call) keeps flash
+// attention. XD_WINDOW_ATTENTION=cudnn or =flash decides for both.
+bool cudnn_asked(bool training) {
+  if (!cw::compiled_in() || kernel_args::env_is("XD_WINDOW_ATTENTION", "flash")) return false;
+  return training || kernel_args::env_is("XD_WINDOW_ATTENTION", "cudnn");
+}
 
 // The cuDNN problem of q, k, v in flash attention's layout, with the output contiguous,
 // the gradients as gradient_strides() makes them and dout as given (contiguous without
@@ -212,7 +216,8 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
     const auto qb = flash_layout(q), kb = flash_layout(k), vb = flash_layout(v);
     at::Tensor out, lse, rng, unused;
-    const auto cudnn = cudnn_asked() ? cudnn_problem(qb, kb, vb, window, scale) : std::nullopt;
+    const bool training = ctx->needs_input_grad(0) || ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    const auto cudnn = cudnn_asked(training) ? cudnn_problem(qb, kb, vb, window, scale) : std::nullopt;
     if (cudnn) {
       out = at::empty({qb.size(0), S, qb.size(2), qb.size(3)}, qb.options());
       lse = at::empty({qb.size(0), qb.size(2), S}, qb.options().dtype(at::kFloat));
@@ -279,7 +284,6 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
       p.dq = rows(dq);
       p.dk = rows(dk);
       p.dv = rows(dv);
-      p.wide_backward = kernel_args::env_is("XD_WINDOW_SINKS_BACKWARD", "wide");
       p.dk_part = part[0].data_ptr<float>();
       p.dv_part = part[1].data_ptr<float>();
       xk::window_sinks_backward(p, at::cuda::getCurrentCUDAStream());

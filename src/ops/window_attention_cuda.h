@@ -10,7 +10,8 @@ bool window_attention_cuda_supports(const at::Tensor& q);
 at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                                  int64_t sinks);
 // Whether cuDNN's fused attention takes q, k, v ([B,H,S,D] views as window_attention takes
-// them) where it is asked for (XD_WINDOW_ATTENTION=cudnn); false with cuDNN's reason in *why.
+// them) where it is asked for (training steps, or XD_WINDOW_ATTENTION=cudnn); false with
+// cuDNN's reason in *why.
 bool window_attention_cudnn_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                                   std::string* why);
 

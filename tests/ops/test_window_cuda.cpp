@@ -1,6 +1,7 @@
-// CUDA sliding window + sinks (flash attention or cuDNN's fused attention, merged with
-// the sinks) against the dense float64 oracle: outputs and gradients for bf16 inputs (<= 1e-2) at
-// lengths around the window; float32 (reference path) at <= 1e-5; the cache.
+// CUDA sliding window + sinks (cuDNN's fused attention, the default with gradients, or
+// flash attention, merged with the sinks) against the dense float64 oracle: outputs and
+// gradients for bf16 inputs (<= 1e-2) at lengths around the window; float32 (reference
+// path) at <= 1e-5; the cache.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
@@ -33,7 +34,7 @@ struct Case {
   int64_t Hk = 0;        // key/value heads; 0: H
   bool strided = false;  // q, k, v as [B,H,S,D] views of [B,S,H,D] tensors (the projections' layout)
   bool blocked_oracle = false;  // the blocked float64 reference (tested against the dense one on the CPU)
-  bool expect_cudnn = false;    // cuDNN's fused attention must take it (XD_WINDOW_ATTENTION=cudnn set)
+  bool expect_cudnn = false;    // cuDNN's fused attention must take it
 };
 
 void check(const Case& c) {
@@ -124,9 +125,9 @@ TEST(WindowCuda, ManyRowsPerBlockMatchBlockedOracle) {
   check(Case{2, 32, 1000, 128, 200, 4, at::kHalf, 1e-2, 8, true, true});
 }
 
-// cuDNN's fused attention for the window (XD_WINDOW_ATTENTION=cudnn) instead of flash
-// attention, merged with the same sink kernels: lengths around the window, grouped
-// query heads, strided views, float16, a short window.
+// cuDNN's fused attention for the window (the default of training steps; also
+// XD_WINDOW_ATTENTION=cudnn), merged with the sink kernels: lengths around the window,
+// grouped query heads, strided views, float16, a short window.
 TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(7);
@@ -159,34 +160,40 @@ TEST(WindowCuda, CudnnWindowMatchesDenseOracle) {
   check(cudnn(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true}));
 }
 
-// The cases a variant of the sink kernels must pass: head dims 128, 64 and 32, grouped
-// and strided, many rows per block (the dk/dv partials of several chunks and query heads
-// meet in the reduction), float16.
-void check_sink_kernel_variant() {
+// Flash attention for the window (XD_WINDOW_ATTENTION=flash), forward and backward,
+// and the default of a forward without gradients.
+TEST(WindowCuda, FlashWindowMatchesDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(9);
+  {
+    const ScopedEnv env("XD_WINDOW_ATTENTION", "flash");
+    for (int64_t S : {1, 513, 1100}) check(Case{1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2});
+    check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
+    check(Case{1, 4, 300, 64, 32, 7, at::kHalf, 1e-2, 2, true});
+    check(Case{2, 32, 1000, 128, 200, 4, at::kBFloat16, 1e-2, 8, true, true});
+    const ScopedEnv aten("XD_WINDOW_SINKS", "aten");
+    check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
+  }
+  const at::NoGradGuard no_grad;
+  const auto cuda = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const auto q = at::randn({2, 8, 1100, 128}, cuda), k = at::randn({2, 2, 1100, 128}, cuda),
+             v = at::randn({2, 2, 1100, 128}, cuda);
+  const auto ref = ops::reference::window_attention_dense(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble),
+                                                          512, 4);
+  XD_EXPECT_CLOSE(ops::window_attention(q, k, v, 512, 4), ref, 1e-2, "forward without gradients");
+}
+
+// The sink kernels at head dims 128, 64 and 32, grouped and strided, many rows per
+// block (the dk/dv partials of several chunks and query heads meet in the reduction),
+// float16.
+TEST(WindowCuda, SinkKernelShapesMatchDenseOracle) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(8);
   for (int64_t S : {513, 1100}) check(Case{2, 8, S, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
   check(Case{2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2});
   check(Case{1, 4, 300, 32, 32, 7, at::kHalf, 1e-2, 2, true});
   check(Case{4, 16, 1088, 64, 64, 8, at::kBFloat16, 1e-2, 4, true, true});
   check(Case{2, 32, 1000, 128, 200, 4, at::kHalf, 1e-2, 8, true, true});
-}
-
-// The sink backward with 32 threads per row (XD_WINDOW_SINKS_BACKWARD=wide).
-TEST(WindowCuda, WideSinkBackwardMatchesDenseOracle) {
-  XD_REQUIRE_CUDA();
-  at::manual_seed(8);
-  const ScopedEnv env("XD_WINDOW_SINKS_BACKWARD", "wide");
-  check_sink_kernel_variant();
-}
-
-// The sink kernels' grid heads first (XD_WINDOW_SINKS_GRID=heads): the same rows in
-// another block order, alone and with the wide backward.
-TEST(WindowCuda, HeadsFirstSinkGridMatchesDenseOracle) {
-  XD_REQUIRE_CUDA();
-  at::manual_seed(10);
-  const ScopedEnv env("XD_WINDOW_SINKS_GRID", "heads");
-  check_sink_kernel_variant();
-  const ScopedEnv wide("XD_WINDOW_SINKS_BACKWARD", "wide");
-  check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
 }
 
 TEST(WindowCuda, Float32MatchesDenseOracle) {

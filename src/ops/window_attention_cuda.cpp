@@ -5,6 +5,7 @@
 // merged softmax's and its gradients exact; the sink keys' share is a small dense
 // product (sinks x S).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/autograd.h>
@@ -211,12 +212,11 @@ at::Tensor workspace(int64_t bytes, const at::Tensor& like) {
 class WindowAttentionFunction : public torch::autograd::Function<WindowAttentionFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               int64_t window, int64_t sinks) {
+                               int64_t window, int64_t sinks, bool training) {
     const int64_t S = q.size(2);
     const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
     const auto qb = flash_layout(q), kb = flash_layout(k), vb = flash_layout(v);
     at::Tensor out, lse, rng, unused;
-    const bool training = ctx->needs_input_grad(0) || ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
     const auto cudnn = cudnn_asked(training) ? cudnn_problem(qb, kb, vb, window, scale) : std::nullopt;
     if (cudnn) {
       out = at::empty({qb.size(0), S, qb.size(2), qb.size(3)}, qb.options());
@@ -293,7 +293,7 @@ class WindowAttentionFunction : public torch::autograd::Function<WindowAttention
       aten_sinks_backward(qb.transpose(1, 2), kb.transpose(1, 2), vb.transpose(1, 2), out.transpose(1, 2),
                           lse, dout.transpose(1, 2), dq4, dk4, dv4, window, ns, scale);
     }
-    return {dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), at::Tensor(), at::Tensor()};
+    return {dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -310,7 +310,10 @@ at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const
   // Launches go to the stream of q's device, whichever device is current (the backward
   // runs on the autograd engine's thread for that device, which sets it).
   const c10::cuda::CUDAGuard guard(q.device());
-  return WindowAttentionFunction::apply(q, k, v, window, sinks)[0];
+  // Decided here: inside the function's forward grad mode is off, and a context made
+  // without gradients has no inputs to ask needs_input_grad about.
+  const bool training = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  return WindowAttentionFunction::apply(q, k, v, window, sinks, training)[0];
 }
 
 bool window_attention_cudnn_takes(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,

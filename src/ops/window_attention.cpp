@@ -29,6 +29,14 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
 
 }  // namespace
 
+namespace {
+thread_local bool training_forward = false;
+}  // namespace
+
+TrainingForwardScope::TrainingForwardScope() : previous_(training_forward) { training_forward = true; }
+TrainingForwardScope::~TrainingForwardScope() { training_forward = previous_; }
+bool TrainingForwardScope::active() { return training_forward; }
+
 at::Tensor window_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                             int64_t sinks) {
   check_qkv("window_attention", q, k, v);

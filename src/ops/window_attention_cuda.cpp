@@ -23,6 +23,7 @@
 #include "ops/window_attention_cuda.h"
 #include "ops/window_heads.h"
 #include "window_sinks_params.h"
+#include "xdistill/ops/window_attention.h"
 #include "xdistill/util/error.h"
 
 namespace xd::ops::detail {
@@ -172,7 +173,9 @@ cw::Layout gradient_layout(const at::Tensor& xb) {
 // S=4096 on an H100 (BENCHMARKS.md). Training shapes are fixed, so its graphs (about a
 // second to build per new shape, cached per process) are built once. A forward without
 // gradients (inference, evaluation: lengths vary from call to call) keeps flash
-// attention. XD_WINDOW_ATTENTION=cudnn or =flash decides for both.
+// attention, except inside TrainingForwardScope (activation checkpointing's first
+// forward, whose recompute is a training step). XD_WINDOW_ATTENTION=cudnn or =flash
+// decides for both.
 bool cudnn_asked(bool training) {
   if (!cw::compiled_in() || kernel_args::env_is("XD_WINDOW_ATTENTION", "flash")) return false;
   return training || kernel_args::env_is("XD_WINDOW_ATTENTION", "cudnn");
@@ -312,7 +315,8 @@ at::Tensor window_attention_cuda(const at::Tensor& q, const at::Tensor& k, const
   const c10::cuda::CUDAGuard guard(q.device());
   // Decided here: inside the function's forward grad mode is off, and a context made
   // without gradients has no inputs to ask needs_input_grad about.
-  const bool training = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  const bool training = TrainingForwardScope::active() ||
+                        (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad()));
   return WindowAttentionFunction::apply(q, k, v, window, sinks, training)[0];
 }
 

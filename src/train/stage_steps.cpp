@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "session.h"
+#include "xdistill/ops/window_attention.h"
 #include "xdistill/student/hybrid_mixer.h"
 #include "xdistill/train/losses.h"
 #include "xdistill/util/error.h"
@@ -21,6 +22,7 @@ struct CheckpointedBlock : public torch::autograd::Function<CheckpointedBlock> {
     ctx->saved_data["model"] = reinterpret_cast<int64_t>(model);
     ctx->saved_data["layer"] = layer;
     torch::NoGradGuard no_grad;
+    const ops::TrainingForwardScope same_kernels_as_the_recompute;
     return model->blocks()[layer]->forward(x, model->context(layer, 0), nullptr);
   }
 

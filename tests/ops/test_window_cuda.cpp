@@ -196,6 +196,26 @@ TEST(WindowCuda, SinkKernelShapesMatchDenseOracle) {
   check(Case{2, 32, 1000, 128, 200, 4, at::kHalf, 1e-2, 8, true, true});
 }
 
+// A forward without gradients inside TrainingForwardScope (activation checkpointing's
+// first forward of a block) runs the training step's kernels: the same bits as the
+// forward of a step whose inputs need gradients (the recompute in the backward).
+TEST(WindowCuda, TrainingForwardScopeGivesTheTrainingForwardsBits) {
+  XD_REQUIRE_CUDA();
+  at::manual_seed(11);
+  const auto cuda = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  const auto q = at::randn({2, 1100, 8, 128}, cuda).transpose(1, 2), k = at::randn({2, 1100, 2, 128}, cuda).transpose(1, 2),
+             v = at::randn({2, 1100, 2, 128}, cuda).transpose(1, 2);
+  const auto trained = ops::window_attention(q.detach().requires_grad_(true), k.detach().requires_grad_(true),
+                                             v.detach().requires_grad_(true), 512, 4).detach();
+  at::Tensor scoped;
+  {
+    const at::NoGradGuard no_grad;
+    const ops::TrainingForwardScope scope;
+    scoped = ops::window_attention(q, k, v, 512, 4);
+  }
+  EXPECT_TRUE(at::equal(scoped, trained));
+}
+
 TEST(WindowCuda, Float32MatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(2);

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <thread>
+
 #include "ops_test_util.h"
 #include "xdistill/ops/window_attention.h"
 #include "xdistill/util/error.h"
@@ -116,6 +118,25 @@ TEST(WindowReference, RejectsBadInputs) {
   EXPECT_NO_THROW(ops::window_attention(q6, k3, k3));
   EXPECT_THROW(ops::window_attention(q, q, q, 0, 4), Error);
   EXPECT_THROW(ops::window_attention(q.squeeze(0), q.squeeze(0), q.squeeze(0)), Error);
+}
+
+// The scope that activation checkpointing's first forward opens: nested scopes restore
+// the outer state, and another thread does not see this thread's scope.
+TEST(WindowReference, TrainingForwardScopeNestsPerThread) {
+  EXPECT_FALSE(ops::TrainingForwardScope::active());
+  {
+    const ops::TrainingForwardScope outer;
+    EXPECT_TRUE(ops::TrainingForwardScope::active());
+    {
+      const ops::TrainingForwardScope inner;
+      EXPECT_TRUE(ops::TrainingForwardScope::active());
+    }
+    EXPECT_TRUE(ops::TrainingForwardScope::active());
+    bool other_thread = true;
+    std::thread([&] { other_thread = ops::TrainingForwardScope::active(); }).join();
+    EXPECT_FALSE(other_thread);
+  }
+  EXPECT_FALSE(ops::TrainingForwardScope::active());
 }
 
 }  // namespace

@@ -15,6 +15,23 @@ namespace xd::ops {
 at::Tensor window_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window = 512,
                             int64_t sinks = 4);
 
+// On CUDA a training step's window (q, k or v needing a gradient) runs on cuDNN's fused
+// attention, a forward without gradients on flash attention. Within this scope (on this
+// thread) forwards without gradients take the training path too: activation
+// checkpointing's first forward of a block uses it, so that the forward and its
+// recompute in the backward run the same kernels and give the same bits.
+class TrainingForwardScope {
+ public:
+  TrainingForwardScope();
+  ~TrainingForwardScope();
+  TrainingForwardScope(const TrainingForwardScope&) = delete;
+  TrainingForwardScope& operator=(const TrainingForwardScope&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
+};
+
 // Generation cache: the first `sinks` keys/values and a ring buffer of the last
 // `window` ones. Memory is constant in the sequence length.
 // `heads` is the number of key/value heads (Hk).

@@ -1,0 +1,16 @@
+// The wgmma building block checked on its own (kernels/sm90a/wgmma_probe.cu; no torch
+// headers): c [64 x 64] float32 = a [64 x K] times b^T (b [64 x K]), a and b bf16
+// row-major in global memory, on one warpgroup through wgmma's shared-memory
+// descriptors (kernels/sm90a/wgmma.cuh). Its GPU test holds it to a float64 product.
+#pragma once
+#include <cuda_runtime.h>
+
+namespace xd::kernels {
+
+constexpr int kWgmmaProbeMaxK = 256;
+
+// False, with nothing launched, unless K is a multiple of 16 in [16, 256] and the
+// current device is compute capability 9.0 (wgmma is sm_90a only).
+bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_t stream);
+
+}  // namespace xd::kernels

@@ -1,0 +1,35 @@
+// The wgmma building block (kernels/sm90a/wgmma.cuh) against a float64 product: shared-
+// memory descriptors, the K-major core-matrix layout and the accumulator fragment.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include "ops_test_util.h"
+#include "wgmma_probe.h"
+
+namespace {
+
+TEST(WgmmaCuda, ProbeProductMatchesFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(12);
+  const auto cuda = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  for (int K : {16, 64, 128, 256}) {
+    const auto a = at::randn({64, K}, cuda), b = at::randn({64, K}, cuda);
+    auto c = at::full({64, 64}, std::nan(""), cuda.dtype(at::kFloat));
+    if (!xd::kernels::wgmma_probe_gemm(a.data_ptr(), b.data_ptr(), c.data_ptr<float>(), K,
+                                       at::cuda::getCurrentCUDAStream())) {
+      GTEST_SKIP() << "wgmma needs a compute capability 9.0 device";
+    }
+    // The bf16 products are exact in float32; only the order of the float32 sums differs.
+    const auto ref = at::matmul(a.to(at::kDouble), b.to(at::kDouble).t());
+    XD_EXPECT_CLOSE(c, ref, 1e-5, "wgmma m64n64 K=" + std::to_string(K));
+  }
+  // Outside the probe's contract nothing is launched.
+  const auto x = at::zeros({64, 24}, cuda);
+  auto y = at::zeros({64, 64}, cuda.dtype(at::kFloat));
+  EXPECT_FALSE(xd::kernels::wgmma_probe_gemm(x.data_ptr(), x.data_ptr(), y.data_ptr<float>(), 24,
+                                             at::cuda::getCurrentCUDAStream()));
+}
+
+}  // namespace

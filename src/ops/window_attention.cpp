@@ -27,10 +27,9 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
            q.device(), ", ", k.device(), ", ", v.device());
 }
 
-}  // namespace
-
-namespace {
+// TrainingForwardScope's state, per thread.
 thread_local bool training_forward = false;
+
 }  // namespace
 
 TrainingForwardScope::TrainingForwardScope() : previous_(training_forward) { training_forward = true; }

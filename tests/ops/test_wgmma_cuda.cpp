@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <cmath>
+#include <string>
+
 #include "ops_test_util.h"
 #include "wgmma_probe.h"
 

@@ -10,7 +10,10 @@ namespace xd::kernels {
 constexpr int kWgmmaProbeMaxK = 256;
 
 // False, with nothing launched, unless K is a multiple of 16 in [16, 256] and the
-// current device is compute capability 9.0 (wgmma is sm_90a only).
-bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_t stream);
+// current device is compute capability 9.0 (wgmma is sm_90a only). swap_offsets: the
+// descriptors' two offset fields exchanged, the other reading of the PTX manual's
+// "leading" and "stride" byte offsets; the test runs it only to say which reading holds
+// when the first one fails.
+bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_t stream, bool swap_offsets = false);
 
 }  // namespace xd::kernels

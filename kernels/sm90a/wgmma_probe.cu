@@ -13,7 +13,8 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-__global__ void __launch_bounds__(128) wgmma_probe_kernel(const bf16* a, const bf16* b, float* c, int K) {
+__global__ void __launch_bounds__(128) wgmma_probe_kernel(const bf16* a, const bf16* b, float* c, int K,
+                                                          bool swap_offsets) {
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* sa = smem;
   unsigned char* sb = smem + 64 * K * sizeof(bf16);
@@ -29,7 +30,8 @@ __global__ void __launch_bounds__(128) wgmma_probe_kernel(const bf16* a, const b
 #pragma unroll
   for (int i = 0; i < 32; ++i) d[i] = 0.f;
   wgmma::fence();
-  const uint32_t lbo = wgmma::kCoreBytes, sbo = (K / 8) * wgmma::kCoreBytes;
+  const uint32_t k_step = wgmma::kCoreBytes, row_step = (K / 8) * wgmma::kCoreBytes;
+  const uint32_t lbo = swap_offsets ? row_step : k_step, sbo = swap_offsets ? k_step : row_step;
   for (int s = 0; s < K / 16; ++s) {
     const uint32_t off = wgmma::core_offset(0, 16 * s, K);
     wgmma::mma_m64n64k16(d, wgmma::descriptor(sa + off, lbo, sbo), wgmma::descriptor(sb + off, lbo, sbo), s > 0);
@@ -46,7 +48,7 @@ __global__ void __launch_bounds__(128) wgmma_probe_kernel(const bf16* a, const b
 
 }  // namespace
 
-bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_t stream) {
+bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_t stream, bool swap_offsets) {
   if (K < 16 || K > kWgmmaProbeMaxK || K % 16 != 0) return false;
   int dev = 0, major = 0, minor = 0;
   cudaGetDevice(&dev);
@@ -55,7 +57,8 @@ bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_
   if (major != 9 || minor != 0) return false;
   const int smem = 2 * 64 * K * static_cast<int>(sizeof(bf16));
   cudaFuncSetAttribute(wgmma_probe_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  wgmma_probe_kernel<<<1, 128, smem, stream>>>(static_cast<const bf16*>(a), static_cast<const bf16*>(b), c, K);
+  wgmma_probe_kernel<<<1, 128, smem, stream>>>(static_cast<const bf16*>(a), static_cast<const bf16*>(b), c, K,
+                                               swap_offsets);
   return true;
 }
 

@@ -26,7 +26,15 @@ TEST(WgmmaCuda, ProbeProductMatchesFloat64) {
     }
     // The bf16 products are exact in float32; only the order of the float32 sums differs.
     const auto ref = at::matmul(a.to(at::kDouble), b.to(at::kDouble).t());
-    XD_EXPECT_CLOSE(c, ref, 1e-5, "wgmma m64n64 K=" + std::to_string(K));
+    const double err = xd::test::rel_err(c, ref);
+    EXPECT_LE(err, 1e-5) << "wgmma m64n64 K=" << K << ": relative L2 error " << err << "; "
+                         << xd::test::worst(c, ref);
+    if (err > 1e-5) {  // which reading of the descriptor's offsets would have held
+      auto swapped = at::full({64, 64}, std::nan(""), cuda.dtype(at::kFloat));
+      xd::kernels::wgmma_probe_gemm(a.data_ptr(), b.data_ptr(), swapped.data_ptr<float>(), K,
+                                    at::cuda::getCurrentCUDAStream(), /*swap_offsets=*/true);
+      ADD_FAILURE() << "with the two offset fields exchanged: relative L2 error " << xd::test::rel_err(swapped, ref);
+    }
   }
   // Outside the probe's contract nothing is launched.
   const auto x = at::zeros({64, 24}, cuda);

@@ -1,8 +1,8 @@
 // CUDA sliding window + sinks: windowed fused attention for the window (cuDNN's for
 // training steps, ATen's flash attention for forwards without gradients), merged exactly
-// with the sink keys that have left the window through the log-sum-exp. The backward hands the
-// attention kernel the merged output and log-sum-exp, so its probabilities are the
-// merged softmax's and its gradients exact; the sink keys' share is a small dense
+// with the sink keys that have left the window through the log-sum-exp. The backward
+// hands the attention kernel the merged output and log-sum-exp, so its probabilities are
+// the merged softmax's and its gradients exact; the sink keys' share is a small dense
 // product (sinks x S).
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>

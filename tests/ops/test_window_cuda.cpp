@@ -94,10 +94,9 @@ TEST(WindowCuda, BFloat16MatchesDenseOracle) {
 TEST(WindowCuda, AtenSinkMergeMatchesDenseOracle) {
   XD_REQUIRE_CUDA();
   at::manual_seed(4);
-  setenv("XD_WINDOW_SINKS", "aten", 1);
+  const ScopedEnv env("XD_WINDOW_SINKS", "aten");
   for (int64_t S : {513, 1100}) check(1, 2, S, 128, 512, 4, at::kBFloat16, 1e-2);
   check(2, 3, 239, 64, 16, 4, at::kBFloat16, 1e-2);
-  unsetenv("XD_WINDOW_SINKS");
 }
 
 // Grouped-query attention (Hk key/value heads) and strided [B,H,S,D] views of
@@ -111,9 +110,8 @@ TEST(WindowCuda, GroupedQueryAndStridedMatchDenseOracle) {
   check(Case{1, 4, 300, 64, 32, 7, at::kHalf, 1e-2, 2, true});
   check(Case{2, 4, 600, 128, 512, 4, at::kBFloat16, 1e-2, 4, true});  // strided, plain multi-head
   check(Case{1, 4, 100, 32, 16, 3, at::kFloat, 1e-5, 2, true});
-  setenv("XD_WINDOW_SINKS", "aten", 1);
+  const ScopedEnv env("XD_WINDOW_SINKS", "aten");
   check(Case{2, 8, 1100, 128, 512, 4, at::kBFloat16, 1e-2, 2, true});
-  unsetenv("XD_WINDOW_SINKS");
 }
 
 // Enough heads that each block's row slots run several rows (and the dk/dv partials

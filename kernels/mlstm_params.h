@@ -201,6 +201,11 @@ void mlstm_chunk_scan_mma(const ChunkScanParams& p, cudaStream_t stream);
 void mlstm_forward_output_mma(const ForwardOutputParams& p, cudaStream_t stream);
 void mlstm_backward_chunk_mma(const BackwardChunkParams& p, cudaStream_t stream);
 void mlstm_fused_forward_mma(const FusedForwardParams& p, cudaStream_t stream);
+// The same forward on warpgroup tensor cores (sm90a/mlstm_wgmma_forward.cu): needs a
+// compute capability 9.0 device and head dims that are multiples of 8 up to kMaxHeadDim
+// (mlstm_wgmma_forward_supported); p.overlap_loads is ignored (it always prefetches).
+bool mlstm_wgmma_forward_supported(int Dk, int Dv);
+void mlstm_fused_forward_wgmma(const FusedForwardParams& p, cudaStream_t stream);
 void mlstm_row_dot(const void* a, const void* b, DType dtype, float* out, int rows, int cols, cudaStream_t stream);
 
 // The last CUDA error as text ("" when none): the torch side turns it into xd::Error.

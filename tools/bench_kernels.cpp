@@ -89,14 +89,15 @@ int main(int argc, char** argv) {
     const double gms = median_ms([&](int) { at::mm(a, b); }, reps);
     std::printf("{\"op\": \"gemm_bf16\", \"TFLOPs\": %.1f}\n", 2.0 * 8192.0 * 8192.0 * 8192.0 / gms / 1e9);
   }
-  // The default (bf16 tensor-core kernels); with XD_BENCH_FMA=1 also the first version
-  // (fp32 FMA kernels) and the split-bf16-states forward.
-  // The one-kernel forward (XD_MLSTM_FORWARD=fused) always, beside the default.
+  // The default (bf16 tensor-core kernels) and the one-kernel forwards (XD_MLSTM_FORWARD=
+  // fused, =wgmma); with XD_BENCH_FMA=1 also the first version (fp32 FMA kernels), the
+  // split-bf16-states forward and the fused forward with early copies.
   struct Variant { const char* name; int64_t L; const char* kernels; const char* forward; };
   const bool with_fma = std::getenv("XD_BENCH_FMA") && std::string(std::getenv("XD_BENCH_FMA")) == "1";
   std::vector<Variant> variants{Variant{"xd_mlstm_tensor_cores", 64, "", ""},
                                 Variant{"xd_mlstm_tensor_cores_fused_forward", 64, "", "fused"},
-                                Variant{"xd_mlstm_tensor_cores_fused_forward_overlap", 64, "", "fused_overlap"}};
+                                Variant{"xd_mlstm_wgmma_forward", 64, "", "wgmma"}};
+  if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_fused_forward_overlap", 64, "", "fused_overlap"});
   if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", 64, "fma", ""});
   if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_split_states", 64, "", "split_states"});
   for (const Variant& var : variants) {

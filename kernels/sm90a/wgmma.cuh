@@ -8,6 +8,9 @@
 // block j sits at i * sbo + j * lbo bytes from the tile's start: lbo steps along K
 // (the "leading dimension byte offset"), sbo along the rows (the "stride dimension
 // byte offset"). core_offset() places them with K blocks adjacent (lbo = 128 bytes).
+// The same row-major core-block storage of a K x N matrix (rows along K) is the
+// MN-major ("transposed") b operand of the m64n72 products below: lbo then steps 8 rows
+// (N / 8 core matrices), sbo one core matrix (128 bytes).
 //
 // The accumulator fragment of wgmma m64nNk16 (fp32), warp w of the warpgroup, g =
 // lane / 4, t = lane % 4: d[4 j + e] is row 16 w + g + 8 (e / 2), column 8 j + 2 t + e % 2,
@@ -67,5 +70,49 @@ __device__ __forceinline__ void mma_m64n64k16(float (&d)[32], uint64_t desc_a, u
         "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)));
 }
+
+// The same 64 x 72 accumulator tile (a 64-column slice plus one 8-column block; the mLSTM
+// forward keeps its normaliser there) with b MN-major ("transposed": core matrices of
+// 8 K rows x 8 N columns, N contiguous; lbo steps 8 rows along K, sbo 8 columns along N):
+// b is the K x 72 matrix itself, stored row-major in core blocks.
+#define XD_WGMMA_D8(i)                                                                                     \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), \
+      "+f"(d[i + 7])
+#define XD_WGMMA_D36 \
+  XD_WGMMA_D8(0), XD_WGMMA_D8(8), XD_WGMMA_D8(16), XD_WGMMA_D8(24), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
+#define XD_WGMMA_D36_LIST                                                                                          \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, " \
+  "%24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35}, "
+
+// d (64 x 72) [+]= a (64 x 16, K-major in shared memory) b (16 x 72, MN-major).
+__device__ __forceinline__ void mma_m64n72k16_ss(float (&d)[36], uint64_t desc_a, uint64_t desc_b, bool accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %38, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 " XD_WGMMA_D36_LIST "%36, %37, p, 1, 1, 0, 1;\n"
+      "}\n"
+      : XD_WGMMA_D36
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<int>(accumulate)));
+}
+
+// d (64 x 72) [+]= a (64 x 16 from registers: warp w holds rows 16 w.. in the mma.sync
+// m16n8k16 A fragment, a[0..3] = (g, 2t), (g+8, 2t), (g, 2t+8), (g+8, 2t+8), bf16 pairs)
+// b (16 x 72, MN-major). a must stay unchanged until the product is waited for.
+__device__ __forceinline__ void mma_m64n72k16_rs(float (&d)[36], const uint32_t (&a)[4], uint64_t desc_b,
+                                                 bool accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %41, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n72k16.f32.bf16.bf16 " XD_WGMMA_D36_LIST "{%36, %37, %38, %39}, %40, p, 1, 1, 1;\n"
+      "}\n"
+      : XD_WGMMA_D36
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(static_cast<int>(accumulate)));
+}
+
+#undef XD_WGMMA_D36_LIST
+#undef XD_WGMMA_D36
+#undef XD_WGMMA_D8
 
 }  // namespace xd::kernels::wgmma

@@ -74,6 +74,15 @@ bool fused_forward(bool* overlap) {
   return choice == "fused" || *overlap;
 }
 
+// XD_MLSTM_FORWARD=wgmma: the one-kernel forward on warpgroup tensor cores
+// (kernels/sm90a/mlstm_wgmma_forward.cu; compute capability 9.0 only, elsewhere the
+// default forward runs).
+bool wgmma_forward(int64_t Dk, int64_t Dv) {
+  const char* env = std::getenv("XD_MLSTM_FORWARD");
+  return env && std::string(env) == "wgmma" &&
+         xk::mlstm_wgmma_forward_supported(static_cast<int>(Dk), static_cast<int>(Dv));
+}
+
 // XD_MLSTM_GATE=sequential selects the one-thread-per-head gate kernel.
 bool sequential_gates() {
   const char* env = std::getenv("XD_MLSTM_GATE");
@@ -247,7 +256,7 @@ at::Tensor h_residue(const at::Tensor& h, bool for_backward) {
 
 FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   const GateTables& t, const at::Tensor& C0, const at::Tensor& n0, bool overlap,
-                                  bool for_backward) {
+                                  bool wgmma, bool for_backward) {
   const auto o = q.options().dtype(at::kFloat);
   FusedForwardOut out{at::empty({dm.B, dm.H, dm.S, dm.Dv}, v.options()), at::empty({dm.BH(), dm.S}, o),
                       at::empty({dm.BH(), dm.Dk, dm.Dv}, o), at::empty({dm.BH(), dm.Dk}, o), at::Tensor()};
@@ -273,8 +282,13 @@ FusedForwardOut fused_forward_mma(const Dims& dm, const at::Tensor& q, const at:
   set_geometry(p, dm, t, 64);
   p.overlap_loads = overlap;
   p.h_lo = out.h_lo.defined() ? out.h_lo.data_ptr() : nullptr;
-  xk::mlstm_fused_forward_mma(p, at::cuda::getCurrentCUDAStream());
-  check_mlstm_launch("fused_forward");
+  if (wgmma) {
+    xk::mlstm_fused_forward_wgmma(p, at::cuda::getCurrentCUDAStream());
+    check_mlstm_launch("wgmma_forward");
+  } else {
+    xk::mlstm_fused_forward_mma(p, at::cuda::getCurrentCUDAStream());
+    check_mlstm_launch("fused_forward");
+  }
   return out;
 }
 
@@ -296,8 +310,10 @@ class MlstmFunction : public torch::autograd::Function<MlstmFunction> {
     if (path == Path::Mma) L = 64;  // the tensor-core kernels' chunk (same function, any chunk)
     const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L, path != Path::Mma);
     bool overlap = false;
-    if (path == Path::Mma && fused_forward(&overlap)) {
-      auto out = fused_forward_mma(dm, q, k, v, t, flat_f32(C0, BH), flat_f32(n0, BH), overlap, for_backward);
+    const bool wgmma = path == Path::Mma && wgmma_forward(dm.Dk, dm.Dv);
+    if (path == Path::Mma && (wgmma || fused_forward(&overlap))) {
+      auto out =
+          fused_forward_mma(dm, q, k, v, t, flat_f32(C0, BH), flat_f32(n0, BH), overlap, wgmma, for_backward);
       save_for_backward(ctx, {q, k, v, i, f, C0, n0, m0, out.h, out.dn}, out.h_lo);
       return {out.h, out.C.view({dm.B, dm.H, dm.Dk, dm.Dv}), out.n.view({dm.B, dm.H, dm.Dk}),
               t.m_final.view({dm.B, dm.H})};

@@ -5,6 +5,7 @@
 // of the chunk, Dk != Dv, both normaliser branches; state passing across calls.
 // Skipped without a CUDA device.
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -164,6 +165,49 @@ TEST(MlstmCuda, FusedForwardMatchesFloat64Oracle) {
   }
   unsetenv("XD_MLSTM_FORWARD");
   unsetenv("XD_MLSTM_H_RESIDUE");
+}
+
+// The one-kernel forward on warpgroup tensor cores (XD_MLSTM_FORWARD=wgmma, compute
+// capability 9.0): C_{k-1}, P and w o k enter its products rounded once to bf16 (the
+// mma.sync kernels split them hi + lo). B H = 140 and 160 fill more blocks than the GPU
+// runs at once; Dv = 48 and 96 leave a partial slice, Dk = 16 and 32 a zero-padded q, k.
+// Then once more with h's residue stored (its own store path), and state passing:
+// chained calls against one call.
+TEST(MlstmCuda, WgmmaForwardMatchesFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  const auto* prop = at::cuda::getCurrentDeviceProperties();
+  if (prop->major != 9 || prop->minor != 0) GTEST_SKIP() << "wgmma needs a compute capability 9.0 device";
+  std::vector<Case> cases = kCases;
+  cases.push_back({2, 70, 130, 128, 128, true, 64});
+  cases.push_back({2, 80, 100, 64, 96, false, 64});
+  setenv("XD_MLSTM_FORWARD", "wgmma", 1);
+  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1200 + n);
+  setenv("XD_MLSTM_H_RESIDUE", "on", 1);
+  for (size_t n = 0; n < 3; ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1220 + n);
+  unsetenv("XD_MLSTM_H_RESIDUE");
+
+  at::manual_seed(1230);
+  const auto in = to(test::random_mlstm(2, 2, 300, 64, 32, true, at::TensorOptions().dtype(at::kDouble)),
+                     at::kBFloat16, at::kCUDA);
+  test::MlstmFn whole = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+  test::MlstmFn pieces = [](const MlstmInputs& x) {
+    c10::optional<ops::MlstmState> st = x.initial;
+    std::vector<at::Tensor> hs;
+    for (auto [a, len] : {std::pair<int64_t, int64_t>{0, 100}, {100, 1}, {101, 64}, {165, 135}}) {
+      auto [h, next] = ops::mlstm(x.q.narrow(2, a, len), x.k.narrow(2, a, len), x.v.narrow(2, a, len),
+                                  x.i.narrow(2, a, len), x.f.narrow(2, a, len), st, 64);
+      hs.push_back(h);
+      st = next;
+    }
+    return std::make_pair(at::cat(hs, 2), *st);
+  };
+  const auto a = test::run_with_grads(whole, in, 1231), b = test::run_with_grads(pieces, in, 1231);
+  unsetenv("XD_MLSTM_FORWARD");
+  // The chunk boundaries differ between the two, so does where the bf16 roundings fall.
+  for (size_t j = 0; j < a.outputs.size(); ++j)
+    XD_EXPECT_CLOSE(b.outputs[j], a.outputs[j], 5e-3, std::string("wgmma pieces ") + test::mlstm_output_name(j));
+  for (size_t j = 0; j < a.grads.size(); ++j)
+    XD_EXPECT_CLOSE(b.grads[j], a.grads[j], 5e-3, std::string("wgmma pieces ") + test::mlstm_grad_name(j));
 }
 
 // The backward's dh.h from h's bf16 output alone is amplified where |q~.n| cancels: the

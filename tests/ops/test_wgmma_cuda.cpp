@@ -43,4 +43,33 @@ TEST(WgmmaCuda, ProbeProductMatchesFloat64) {
                                              at::cuda::getCurrentCUDAStream()));
 }
 
+// b MN-major ("transposed" descriptor), a from shared memory and from registers: the two
+// forms of mlstm_wgmma_forward.cu's products, at its tile width (72 columns).
+TEST(WgmmaCuda, MnMajorProductsMatchFloat64) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(13);
+  const auto cuda = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+  for (bool registers_a : {false, true}) {
+    for (int K : {16, 64, 128}) {
+      const auto a = at::randn({64, K}, cuda), b = at::randn({K, 72}, cuda);
+      auto c = at::full({64, 72}, std::nan(""), cuda.dtype(at::kFloat));
+      const auto stream = at::cuda::getCurrentCUDAStream();
+      if (!xd::kernels::wgmma_probe_mn_major(a.data_ptr(), b.data_ptr(), c.data_ptr<float>(), K, registers_a, stream))
+        GTEST_SKIP() << "wgmma needs a compute capability 9.0 device";
+      const auto ref = at::matmul(a.to(at::kDouble), b.to(at::kDouble));
+      const double err = xd::test::rel_err(c, ref);
+      const std::string label = std::string(registers_a ? "a from registers" : "a in shared memory") +
+                                " K=" + std::to_string(K);
+      EXPECT_LE(err, 1e-5) << label << ": relative L2 error " << err << "; " << xd::test::worst(c, ref);
+      if (err > 1e-5) {
+        auto swapped = at::full({64, 72}, std::nan(""), cuda.dtype(at::kFloat));
+        xd::kernels::wgmma_probe_mn_major(a.data_ptr(), b.data_ptr(), swapped.data_ptr<float>(), K, registers_a,
+                                          stream, /*swap_offsets=*/true);
+        ADD_FAILURE() << label << " with the two offset fields exchanged: relative L2 error "
+                      << xd::test::rel_err(swapped, ref);
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -1,27 +1,27 @@
 // The bf16 mLSTM forward in one kernel on warpgroup tensor cores (wgmma, sm_90a):
 // mlstm_fused_forward_wgmma, the contract of mlstm_fused_forward_mma (FusedForwardParams,
 // chunk 64) with the products of a chunk issued once per warpgroup instead of once per
-// warp, and without the hi + lo operand splits.
+// warp, and without the hi + lo operand splits of C and P.
 //
 // One block = one warpgroup (128 threads) = one head and one slice of 64 value columns,
-// walking the chunks in order; two blocks share a multiprocessor (105 KB of shared memory
-// each), so one block's copies and products overlap the other's. Per chunk:
-//   hs  = q [C_{k-1} | n_hi n_lo]          64 x 72, K = Dk   (q, C in shared memory)
-//   S   = q k^T                            64 x 64, K = Dk   (q, k in shared memory)
-//   P   = scale S o exp(row_log_t + col_log_j), causal      (registers)
-//   h   = s_t scale hs + P [V | 1]         64 x 72, K = 64   (P from registers)
-//   [C | n] <- decay [C | n] + (w o k)^T [V | 1]   2 x (64 x 72), K = 64 (w o k from registers)
-// so the normaliser rides in the eighth-plus-one column block: h's column 64 ends as
-// s_t scale q.n_hi + sum_j P_tj, column 65 as s_t scale q.n_lo, and dn is their sum.
+// walking the chunks in order; two blocks share a multiprocessor (~103 KB of shared
+// memory each), so one block's copies and products overlap the other's. Per chunk:
+//   hs  = q [C_{k-1} | n_hi n_lo]      64 x 72, K = Dk   (q, C in shared memory)
+//   S   = q k^T                        64 x 64, K = Dk   (q, k in shared memory)
+//   P   = scale S o exp(row_log_t + col_log_j), causal  (registers)
+//   h   = s_t scale hs[:, :64] + P V   64 x 64, K = 64   (P from registers)
+//   C  <- decay C + (w o k)^T V        2 x (64 x 64), K = 64 (w o k from registers)
+//   n  <- decay n + k^T w              fp32 FMA, thread d owns n_d
+//   dn  = s_t scale (hs[:, 64] + hs[:, 65]) + sum_j P_tj (fp32)
 // Shared memory holds every tile in core blocks (wgmma.cuh): q and k K-major for S and
-// q C; V and C row-major, which is the MN-major b operand of the 72-column products.
-// q, k, V and the gate tables of the next chunk are copied (cp.async) while this one
-// computes.
+// q C; V and C row-major, which is the MN-major b operand. q, k, V and the gate tables
+// of the next chunk are copied (cp.async) while this one computes.
 //
-// Precision: q, k, v are bf16 inputs (exact operands). The fp32 intermediates that become
-// operands (C_{k-1}, P, w o k) are rounded once to bf16, where the mma.sync kernels split
-// them into hi + lo; n goes in as hi + lo (two columns) because den compares |q.n| with
-// exp(-m) and the backward's sign test reads it. Accumulation is fp32 throughout.
+// Precision: q, k, v are bf16 inputs (exact operands). C_{k-1}, P and w o k are rounded
+// once to bf16 where the mma.sync kernels split them hi + lo (their errors enter h
+// like a bf16 attention's P). n, q.n and sum_j P stay fp32 (n enters the product as
+// hi + lo columns): den compares |q.n + sum P| with exp(-m) and q.n can cancel, where a
+// rounded n would be amplified. Accumulation is fp32 throughout.
 #include <cuda_bf16.h>
 
 #include "mlstm_params.h"
@@ -35,13 +35,13 @@ constexpr int kThreads = 128;
 constexpr int kL = 64;       // chunk
 constexpr int kD = 128;      // Dk held (zero-padded)
 constexpr int kSlice = 64;   // value columns of a block
-constexpr int kWide = 72;    // the slice plus the normaliser's column block
+constexpr int kWide = 72;    // C's tile: the slice plus n_hi, n_lo (and six zero columns)
 constexpr int kTables = 5;   // row_log, col_log, carry, m_pos, key_w
 
 struct Smem {
   bf16 q[2][kL * kD];
   bf16 k[2][kL * kD];
-  bf16 v[2][kL * kWide];
+  bf16 v[2][kL * kSlice];
   bf16 c[kD * kWide];
   float tab[2][kTables][kL];
 };
@@ -70,12 +70,13 @@ __device__ __forceinline__ int blk(int row, int col, int cols) {
 }
 
 // Descriptors: a K-major tile of kD columns (q, k) starting at k-step s, and a row-major
-// tile of kWide columns (C, V) as the MN-major b operand starting at row 16 s.
+// tile of `cols` columns (C, V) as the MN-major b operand starting at row 16 s.
 __device__ __forceinline__ uint64_t desc_k_major(const bf16* tile, int s) {
   return wgmma::descriptor(tile + blk(0, 16 * s, kD), wgmma::kCoreBytes, (kD / 8) * wgmma::kCoreBytes);
 }
+template <int cols>
 __device__ __forceinline__ uint64_t desc_mn_major(const bf16* tile, int s) {
-  return wgmma::descriptor(tile + blk(16 * s, 0, kWide), (kWide / 8) * wgmma::kCoreBytes, wgmma::kCoreBytes);
+  return wgmma::descriptor(tile + blk(16 * s, 0, cols), (cols / 8) * wgmma::kCoreBytes, wgmma::kCoreBytes);
 }
 
 __device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
@@ -104,7 +105,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
   // copy i of V row 8 (2 i + tid / 64) + tid % 8, segment (tid / 8) % 8: the addresses
   // are a per-thread base plus constants (kept that way, the kernel does not spill).
   const int qk_row = tid % 8, qk_seg = tid / 8, v_row = (tid / 64) * 8 + tid % 8, v_seg = (tid / 8) % 8;
-  const int qk_dst = blk(qk_row, 8 * qk_seg, kD), v_dst = blk(v_row, 8 * v_seg, kWide);
+  const int qk_dst = blk(qk_row, 8 * qk_seg, kD), v_dst = blk(v_row, 8 * v_seg, kSlice);
   const bool qk_col_ok = 8 * qk_seg < p.Dk, v_col_ok = col0 + 8 * v_seg < p.Dv;
   auto issue = [&](int c, int buf) {
     const int t0 = c * kL;
@@ -120,8 +121,8 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
     for (int i = 0; i < kL / 16; ++i) {
       const int r = t0 + 16 * i + v_row;
       const bool valid = r < p.S && v_col_ok;
-      cp_async16(sm.v[buf] + v_dst + i * 2 * (kWide / 8) * 64, v + (valid ? (size_t)r * p.Dv + col0 + 8 * v_seg : 0),
-                 valid);
+      cp_async16(sm.v[buf] + v_dst + i * 2 * (kSlice / 8) * 64,
+                 v + (valid ? (size_t)r * p.Dv + col0 + 8 * v_seg : 0), valid);
     }
     if (tid < kTables * kL / 4) {  // S_pad rows: always in bounds
       const int tb = tid / (kL / 4), s = tid % (kL / 4);
@@ -132,59 +133,56 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
   };
 
   issue(0, 0);
-  // V's extra column block: column 64 is 1 (it carries n and sum_j P_tj), 65..71 zero.
-  for (int idx = tid; idx < 2 * kL * 8; idx += kThreads) {
-    const int buf = idx / (kL * 8), j = (idx / 8) % kL, c = kSlice + idx % 8;
-    sm.v[buf][blk(j, c, kWide)] = __float2bfloat16(c == kSlice ? 1.f : 0.f);
-  }
+  // C's columns 66..71 stay zero (write_state never touches them).
+  for (int d = tid; d < kD; d += kThreads)
+#pragma unroll
+    for (int c = kSlice + 2; c < kWide; ++c) sm.c[blk(d, c, kWide)] = __float2bfloat16(0.f);
 
-  // [C | n] in two 64 x 72 accumulator tiles (state rows 0..63, 64..127).
-  float cacc[2][36];
+  // C in two 64 x 64 accumulator tiles (state rows 0..63, 64..127); n_d in thread d.
+  float cacc[2][32];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int i = 0; i < 36; ++i) {
+    for (int i = 0; i < 32; ++i) {
       const int d = 64 * mt + (i % 4 < 2 ? ra : rb), col = 8 * (i / 4) + 2 * tq + i % 2;
-      float x = 0.f;
-      if (d < p.Dk) {
-        if (col < kSlice && col0 + col < p.Dv && p.init_mat) x = p.init_mat[bh * mat + (size_t)d * p.Dv + col0 + col];
-        if (col == kSlice && p.init_vec) x = p.init_vec[(size_t)bh * p.Dk + d];
-      }
-      cacc[mt][i] = x;
+      cacc[mt][i] = d < p.Dk && col0 + col < p.Dv && p.init_mat ? p.init_mat[bh * mat + (size_t)d * p.Dv + col0 + col]
+                                                                : 0.f;
     }
+  const int nd = tid;  // kThreads == kD
+  float n_d = nd < p.Dk && p.init_vec ? p.init_vec[(size_t)bh * p.Dk + nd] : 0.f;
   // [C | n_hi n_lo] as the bf16 b operand of the next chunk's q [C | n].
   const int c_base = blk(ra, 2 * tq, kWide);  // row ra = 16 warp + g: row block 2 warp, row g
   auto write_state = [&]() {
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int jj = 0; jj < kWide / 8; ++jj)
+      for (int jj = 0; jj < kSlice / 8; ++jj)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float x0 = cacc[mt][4 * jj + 2 * h], x1 = cacc[mt][4 * jj + 2 * h + 1];
-          uint32_t word = pack(x0, x1);
-          if (jj == kSlice / 8 && tq == 0) {  // (n, 0) -> (n_hi, n_lo)
-            const float hi = __bfloat162float(__float2bfloat16(x0));
-            word = pack(hi, x0 - hi);
-          }
-          *reinterpret_cast<uint32_t*>(sm.c + c_base + (8 * mt + h) * (kWide / 8) * 64 + jj * 64) = word;
-        }
+        for (int h = 0; h < 2; ++h)
+          *reinterpret_cast<uint32_t*>(sm.c + c_base + (8 * mt + h) * (kWide / 8) * 64 + jj * 64) =
+              pack(cacc[mt][4 * jj + 2 * h], cacc[mt][4 * jj + 2 * h + 1]);
+    const float hi = __bfloat162float(__float2bfloat16(n_d));
+    *reinterpret_cast<uint32_t*>(sm.c + blk(nd, kSlice, kWide)) = pack(hi, n_d - hi);
   };
   write_state();
 
+  // ldmatrix rows of (w o k)^T: lanes 8 m.. address matrix m = (positions 8 (m / 2)..,
+  // state rows 16 warp + 8 (m % 2)..)
+  const int ka_base = blk(lane % 8 + 8 * (lane / 16), 16 * warp + 8 * ((lane / 8) % 2), kD);
   for (int chunk = 0; chunk < p.NC; ++chunk) {
     const int buf = chunk & 1, t0 = chunk * kL;
     if (chunk + 1 < p.NC) issue(chunk + 1, buf ^ 1);
     else cp_async_commit();  // an empty group keeps the count
     cp_async_wait_all_but_one();
     wgmma::fence_shared_for_async();
-    __syncthreads();  // chunk's tiles, C_{k-1} and V's extra columns visible to every thread and to wgmma
+    __syncthreads();  // this chunk's tiles and C_{k-1} visible to every thread and to wgmma
     const bf16 *sq = sm.q[buf], *sk = sm.k[buf], *sv = sm.v[buf];
     const float* row_log = sm.tab[buf][0];
     const float* col_log = sm.tab[buf][1];
     const float* carry = sm.tab[buf][2];
     const float* m_pos = sm.tab[buf][3];
     const float* key_w = sm.tab[buf][4];
+    const float decay = p.decay[(size_t)bh * p.NC + chunk];
 
     float hacc[36], sacc[32];
 #pragma unroll
@@ -193,18 +191,30 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
     for (int i = 0; i < 32; ++i) sacc[i] = 0.f;
     wgmma::fence();
 #pragma unroll
-    for (int s = 0; s < kD / 16; ++s) wgmma::mma_m64n72k16_ss(hacc, desc_k_major(sq, s), desc_mn_major(sm.c, s), s > 0);
+    for (int s = 0; s < kD / 16; ++s)
+      wgmma::mma_m64n72k16_ss(hacc, desc_k_major(sq, s), desc_mn_major<kWide>(sm.c, s), s > 0);
 #pragma unroll
     for (int s = 0; s < kD / 16; ++s) wgmma::mma_m64n64k16(sacc, desc_k_major(sq, s), desc_k_major(sk, s), s > 0);
     wgmma::commit();
+    {  // n_d <- decay n_d + sum_j w_j k_jd while the products run (four chains)
+      float x[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+      for (int j = 0; j < kL; j += 4)
+#pragma unroll
+        for (int u = 0; u < 4; ++u) x[u] = fmaf(key_w[j + u], __bfloat162float(sk[blk(j + u, nd, kD)]), x[u]);
+      n_d = fmaf(n_d, decay, (x[0] + x[1]) + (x[2] + x[3]));
+    }
     wgmma::wait<0>();
 
-    // P in place of S (causal), and hs scaled by s_t scale.
+    // P in place of S (causal) with its fp32 row sums, and hs scaled by s_t scale.
     const float la = row_log[ra], lb = row_log[rb];
+    float psum_a = 0.f, psum_b = 0.f;
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
       const int j = 8 * (i / 4) + 2 * tq + i % 2, row = i % 4 < 2 ? ra : rb;
       sacc[i] = j <= row ? sacc[i] * p.scale * expf((i % 4 < 2 ? la : lb) + col_log[j]) : 0.f;
+      if (i % 4 < 2) psum_a += sacc[i];
+      else psum_b += sacc[i];
     }
     const float sa = carry[ra] * p.scale, sb = carry[rb] * p.scale;
 #pragma unroll
@@ -217,17 +227,14 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
       pa[kk][2] = pack(sacc[8 * kk + 4], sacc[8 * kk + 5]);
       pa[kk][3] = pack(sacc[8 * kk + 6], sacc[8 * kk + 7]);
     }
-    const float decay = p.decay[(size_t)bh * p.NC + chunk];
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int i = 0; i < 36; ++i) cacc[mt][i] *= decay;
+      for (int i = 0; i < 32; ++i) cacc[mt][i] *= decay;
     // (w o k)^T for state rows 64 mt + 16 warp.., positions 16 kk..: k's tile transposed
     // by ldmatrix, each position's key weight applied in fp32, rounded once. One state
     // tile at a time (registers): tile 0 with P V, tile 1 while h is stored.
     uint32_t ka[4][4];
-    // ldmatrix rows: lanes 8 m.. address matrix m = (positions 8 (m / 2).., state rows 8 (m % 2)..)
-    const int ka_base = blk(lane % 8 + 8 * (lane / 16), 16 * warp + 8 * ((lane / 8) % 2), kD);
     auto weighted_keys = [&](int mt) {
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
@@ -244,40 +251,47 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
     weighted_keys(0);
     wgmma::fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n72k16_rs(hacc, pa[kk], desc_mn_major(sv, kk), true);
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma::mma_m64n64k16_rs(reinterpret_cast<float(&)[32]>(hacc), pa[kk], desc_mn_major<kSlice>(sv, kk), true);
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n72k16_rs(cacc[0], ka[kk], desc_mn_major(sv, kk), true);
+    for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n64k16_rs(cacc[0], ka[kk], desc_mn_major<kSlice>(sv, kk), true);
     wgmma::commit();
     wgmma::wait<0>();
     weighted_keys(1);
     wgmma::fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n72k16_rs(cacc[1], ka[kk], desc_mn_major(sv, kk), true);
+    for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n64k16_rs(cacc[1], ka[kk], desc_mn_major<kSlice>(sv, kk), true);
     wgmma::commit();
 
-    // dn = h's columns 64 + 65, held by the quad's first lane; den, then h / den.
+    // dn = s_t scale q.(n_hi + n_lo) (columns 64, 65: the quad's first lane) + sum_j P_tj.
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+      psum_a += __shfl_xor_sync(0xffffffffu, psum_a, off);
+      psum_b += __shfl_xor_sync(0xffffffffu, psum_b, off);
+    }
     const int quad0 = lane & ~3;
-    const float dn_a = __shfl_sync(0xffffffffu, hacc[32] + hacc[33], quad0);
-    const float dn_b = __shfl_sync(0xffffffffu, hacc[34] + hacc[35], quad0);
+    const float dn_a = __shfl_sync(0xffffffffu, hacc[32] + hacc[33], quad0) + psum_a;
+    const float dn_b = __shfl_sync(0xffffffffu, hacc[34] + hacc[35], quad0) + psum_b;
     const float inv_a = 1.f / (fmaxf(fabsf(dn_a), expf(-m_pos[ra])) + p.eps);
     const float inv_b = 1.f / (fmaxf(fabsf(dn_b), expf(-m_pos[rb])) + p.eps);
-    bf16* h = static_cast<bf16*>(p.h) + ((size_t)bh * p.S + t0) * p.Dv + col0;
-    bf16* h_lo = p.h_lo ? static_cast<bf16*>(p.h_lo) + ((size_t)bh * p.S + t0) * p.Dv + col0 : nullptr;
+    // Rows ra and rb of h from one base each (64-bit offsets per element would be hoisted
+    // out of the chunk loop and spill).
+    const size_t out_a = ((size_t)bh * p.S + t0 + ra) * p.Dv + col0 + 2 * tq, out_b = out_a + 8 * (size_t)p.Dv;
+    const bool row_a = t0 + ra < p.S, row_b = t0 + rb < p.S;
 #pragma unroll
     for (int jj = 0; jj < kSlice / 8; ++jj) {
-      const int col = 8 * jj + 2 * tq;
-      if (col0 + col >= p.Dv) break;
+      if (col0 + 8 * jj + 2 * tq >= p.Dv) break;
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int row = half ? rb : ra;
-        if (t0 + row >= p.S) continue;
+        if (!(half ? row_b : row_a)) continue;
         const float inv = half ? inv_b : inv_a;
         const float x0 = hacc[4 * jj + 2 * half] * inv, x1 = hacc[4 * jj + 2 * half + 1] * inv;
         const uint32_t word = pack(x0, x1);
-        *reinterpret_cast<uint32_t*>(h + (size_t)row * p.Dv + col) = word;
-        if (h_lo) {
+        const size_t at = (half ? out_b : out_a) + 8 * jj;
+        *reinterpret_cast<uint32_t*>(static_cast<bf16*>(p.h) + at) = word;
+        if (p.h_lo) {
           const float2 r = unpack(word);
-          *reinterpret_cast<uint32_t*>(h_lo + (size_t)row * p.Dv + col) = pack(x0 - r.x, x1 - r.y);
+          *reinterpret_cast<uint32_t*>(static_cast<bf16*>(p.h_lo) + at) = pack(x0 - r.x, x1 - r.y);
         }
       }
     }
@@ -286,7 +300,10 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
       if (t0 + rb < p.S) p.dn[(size_t)bh * p.S + t0 + rb] = dn_b;
     }
     wgmma::wait<0>();
-    write_state();  // every product reading C_{k-1} has been waited for
+    // Each warp issues its own share of a product that reads all of C_{k-1}: every warp
+    // is past this chunk's products before C_k overwrites it.
+    __syncthreads();
+    write_state();
     wgmma::fence_shared_for_async();
     __syncthreads();  // C_k published; this chunk's buffer free for chunk + 2
   }
@@ -294,12 +311,11 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-    for (int i = 0; i < 36; ++i) {
+    for (int i = 0; i < 32; ++i) {
       const int d = 64 * mt + (i % 4 < 2 ? ra : rb), col = 8 * (i / 4) + 2 * tq + i % 2;
-      if (d >= p.Dk) continue;
-      if (col < kSlice && col0 + col < p.Dv) p.final_mat[bh * mat + (size_t)d * p.Dv + col0 + col] = cacc[mt][i];
-      if (col == kSlice && first_slice) p.final_vec[(size_t)bh * p.Dk + d] = cacc[mt][i];
+      if (d < p.Dk && col0 + col < p.Dv) p.final_mat[bh * mat + (size_t)d * p.Dv + col0 + col] = cacc[mt][i];
     }
+  if (first_slice && nd < p.Dk) p.final_vec[(size_t)bh * p.Dk + nd] = n_d;
 }
 
 }  // namespace

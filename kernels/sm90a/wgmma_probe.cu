@@ -46,9 +46,10 @@ __global__ void __launch_bounds__(128) wgmma_probe_kernel(const bf16* a, const b
     for (int e = 0; e < 4; ++e) c[(16 * warp + g + 8 * (e / 2)) * 64 + 8 * j + 2 * t + e % 2] = d[4 * j + e];
 }
 
-// c [64 x 72] = a [64 x K] b [K x 72]: b MN-major (row-major core blocks of 9 columns),
-// a K-major in shared memory or, with registers_a, loaded by each thread straight into
-// the documented A fragment.
+// c [64 x N] = a [64 x K] b [K x N]: b MN-major (row-major core blocks), a K-major in
+// shared memory or, with registers_a, loaded by each thread straight into the
+// documented A fragment. N = 72 takes both forms, N = 64 the register one.
+template <int N>
 __global__ void __launch_bounds__(128) wgmma_probe_mn_kernel(const bf16* a, const bf16* b, float* c, int K,
                                                              bool registers_a, bool swap_offsets) {
   extern __shared__ __align__(128) unsigned char smem[];
@@ -56,29 +57,29 @@ __global__ void __launch_bounds__(128) wgmma_probe_mn_kernel(const bf16* a, cons
   unsigned char* sb = smem + 64 * K * sizeof(bf16);
   for (int idx = threadIdx.x; idx < 64 * K; idx += blockDim.x)
     *reinterpret_cast<bf16*>(sa + wgmma::core_offset(idx / K, idx % K, K)) = a[idx];
-  for (int idx = threadIdx.x; idx < K * 72; idx += blockDim.x)
-    *reinterpret_cast<bf16*>(sb + wgmma::core_offset(idx / 72, idx % 72, 72)) = b[idx];
+  for (int idx = threadIdx.x; idx < K * N; idx += blockDim.x)
+    *reinterpret_cast<bf16*>(sb + wgmma::core_offset(idx / N, idx % N, N)) = b[idx];
   wgmma::fence_shared_for_async();
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  float d[36];
+  float d[N / 2];
 #pragma unroll
-  for (int i = 0; i < 36; ++i) d[i] = 0.f;
-  const uint32_t k_rows = 9 * wgmma::kCoreBytes, n_step = wgmma::kCoreBytes;  // b: 8 rows of K; 8 columns
+  for (int i = 0; i < N / 2; ++i) d[i] = 0.f;
+  const uint32_t k_rows = (N / 8) * wgmma::kCoreBytes, n_step = wgmma::kCoreBytes;  // b: 8 rows of K; 8 columns
   const uint32_t lbo = swap_offsets ? n_step : k_rows, sbo = swap_offsets ? k_rows : n_step;
   for (int s = 0; s < K / 16; ++s) {
-    const uint64_t desc_b = wgmma::descriptor(sb + wgmma::core_offset(16 * s, 0, 72), lbo, sbo);
+    const uint64_t desc_b = wgmma::descriptor(sb + wgmma::core_offset(16 * s, 0, N), lbo, sbo);
+    wgmma::fence();
     if (registers_a) {
       const bf16* row = a + (16 * warp + g) * K + 16 * s + 2 * t;
       auto pair = [](const bf16* x) { return *reinterpret_cast<const uint32_t*>(x); };
       const uint32_t frag[4] = {pair(row), pair(row + 8 * K), pair(row + 8), pair(row + 8 * K + 8)};
-      wgmma::fence();
-      wgmma::mma_m64n72k16_rs(d, frag, desc_b, s > 0);
+      if constexpr (N == 72) wgmma::mma_m64n72k16_rs(d, frag, desc_b, s > 0);
+      else wgmma::mma_m64n64k16_rs(d, frag, desc_b, s > 0);
       wgmma::commit();
       wgmma::wait<0>();  // frag is rewritten by the next step
-    } else {
-      wgmma::fence();
+    } else if constexpr (N == 72) {
       wgmma::mma_m64n72k16_ss(d, wgmma::descriptor(sa + wgmma::core_offset(0, 16 * s, K), wgmma::kCoreBytes,
                                                    (K / 8) * wgmma::kCoreBytes),
                               desc_b, s > 0);
@@ -87,9 +88,9 @@ __global__ void __launch_bounds__(128) wgmma_probe_mn_kernel(const bf16* a, cons
     }
   }
 #pragma unroll
-  for (int j = 0; j < 9; ++j)
+  for (int j = 0; j < N / 8; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) c[(16 * warp + g + 8 * (e / 2)) * 72 + 8 * j + 2 * t + e % 2] = d[4 * j + e];
+    for (int e = 0; e < 4; ++e) c[(16 * warp + g + 8 * (e / 2)) * N + 8 * j + 2 * t + e % 2] = d[4 * j + e];
 }
 
 bool sm90_device() {
@@ -111,13 +112,15 @@ bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_
   return true;
 }
 
-bool wgmma_probe_mn_major(const void* a, const void* b, float* c, int K, bool registers_a, cudaStream_t stream,
-                         bool swap_offsets) {
+bool wgmma_probe_mn_major(const void* a, const void* b, float* c, int K, int N, bool registers_a,
+                          cudaStream_t stream, bool swap_offsets) {
   if (K < 16 || K > kWgmmaProbeMaxK || K % 16 != 0 || !sm90_device()) return false;
-  const int smem = (64 * K + K * 72) * static_cast<int>(sizeof(bf16));
-  cudaFuncSetAttribute(wgmma_probe_mn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  wgmma_probe_mn_kernel<<<1, 128, smem, stream>>>(static_cast<const bf16*>(a), static_cast<const bf16*>(b), c, K,
-                                                  registers_a, swap_offsets);
+  if (N != 72 && !(N == 64 && registers_a)) return false;
+  const int smem = (64 * K + K * N) * static_cast<int>(sizeof(bf16));
+  auto kernel = N == 72 ? wgmma_probe_mn_kernel<72> : wgmma_probe_mn_kernel<64>;
+  cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  kernel<<<1, 128, smem, stream>>>(static_cast<const bf16*>(a), static_cast<const bf16*>(b), c, K, registers_a,
+                                   swap_offsets);
   return true;
 }
 

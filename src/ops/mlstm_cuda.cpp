@@ -4,6 +4,7 @@
 // in float64; everything of size B*H*S*D runs in the kernels.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/autograd.h>
 
@@ -81,6 +82,14 @@ bool wgmma_forward(int64_t Dk, int64_t Dv) {
   const char* env = std::getenv("XD_MLSTM_FORWARD");
   return env && std::string(env) == "wgmma" &&
          xk::mlstm_wgmma_forward_supported(static_cast<int>(Dk), static_cast<int>(Dv));
+}
+
+// XD_MLSTM_BACKWARD_SCANS=overlap: the backward's recompute of the forward states runs
+// on a side stream beside the reverse scan (both walk their heads' chunks in series and
+// neither fills the GPU's memory bandwidth alone).
+bool overlapped_scans() {
+  const char* env = std::getenv("XD_MLSTM_BACKWARD_SCANS");
+  return env && std::string(env) == "overlap";
 }
 
 // XD_MLSTM_GATE=sequential selects the one-thread-per-head gate kernel.
@@ -383,10 +392,24 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   const Path path = path_for(q, v);
   const auto t = gate_tables(gi, gf, m0f.defined() ? m0f.view({BH}) : m0f, L, path != Path::Mma);
 
-  // Recompute the chunk states (cheaper in memory than keeping them).
+  // Recompute the chunk states (cheaper in memory than keeping them). The reverse scan
+  // below does not need them: with overlapped_scans() the two run side by side.
   at::Tensor states, vecs, C_S, n_S;
-  run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, path, states, vecs, C_S,
-           n_S);
+  const auto main_stream = at::cuda::getCurrentCUDAStream();
+  const bool overlap = overlapped_scans();
+  at::cuda::CUDAEvent inputs_ready, states_done;
+  {
+    c10::optional<c10::cuda::CUDAStreamGuard> on_side;
+    if (overlap) {
+      const auto side = at::cuda::getStreamFromPool();
+      inputs_ready.record(main_stream);
+      inputs_ready.block(side);
+      on_side.emplace(side);
+    }
+    run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, path, states, vecs,
+             C_S, n_S);
+    if (overlap) states_done.record(at::cuda::getCurrentCUDAStream());
+  }
 
   // Normaliser: h = num/den, den = max(|dn|, exp(-m)) + eps.
   const auto m_pos = t.m_pos.narrow(1, 0, dm.S);
@@ -427,6 +450,10 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   at::Tensor dstates, dvecs, dC0, dn0;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dm.Dk)));
   run_scan(dm, q, dh, scale, row_w, vec_w, t, L, dC_fin, dn_fin, true, path, dstates, dvecs, dC0, dn0);
+  if (overlap) {  // the side stream's tensors are read here from now on
+    states_done.block(main_stream);
+    for (const at::Tensor* x : {&states, &vecs, &C_S, &n_S}) x->record_stream(main_stream);
+  }
 
   auto dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   auto q_dot = at::empty({BH, dm.S}, fo), k_dot = at::empty({BH, dm.S}, fo);

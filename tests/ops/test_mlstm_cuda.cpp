@@ -210,6 +210,27 @@ TEST(MlstmCuda, WgmmaForwardMatchesFloat64Oracle) {
     XD_EXPECT_CLOSE(b.grads[j], a.grads[j], 5e-3, std::string("wgmma pieces ") + test::mlstm_grad_name(j));
 }
 
+// The backward's states recompute on a side stream (XD_MLSTM_BACKWARD_SCANS=overlap)
+// runs the same kernels on the same inputs: every gradient is bit-identical.
+TEST(MlstmCuda, OverlappedBackwardScansEqualSerial) {
+  XD_REQUIRE_CUDA();
+  std::vector<Case> cases{kCases[0], kCases[5], {2, 70, 130, 128, 128, true, 64}};
+  for (size_t n = 0; n < cases.size(); ++n) {
+    const Case& c = cases[n];
+    at::manual_seed(1300 + n);
+    const auto in = to(test::random_mlstm(c.B, c.H, c.S, c.Dk, c.Dv, c.state, at::TensorOptions().dtype(at::kDouble)),
+                       at::kBFloat16, at::kCUDA);
+    test::MlstmFn op = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+    const auto serial = test::run_with_grads(op, in, 1310 + n);
+    setenv("XD_MLSTM_BACKWARD_SCANS", "overlap", 1);
+    const auto overlapped = test::run_with_grads(op, in, 1310 + n);
+    unsetenv("XD_MLSTM_BACKWARD_SCANS");
+    for (size_t j = 0; j < serial.grads.size(); ++j)
+      EXPECT_TRUE(torch::equal(overlapped.grads[j], serial.grads[j])) << name(c, at::kBFloat16) << " "
+                                                                      << test::mlstm_grad_name(j);
+  }
+}
+
 // The backward's dh.h from h's bf16 output alone is amplified where |q~.n| cancels: the
 // draws of seeds 1000.. (seed 1001: dq 1.26e-2 on an H200) with h's bf16 residue kept
 // (XD_MLSTM_H_RESIDUE=on; tools/mlstm_h_rounding_emulation.py replays it on the CPU).

@@ -205,6 +205,9 @@ void mlstm_fused_forward_mma(const FusedForwardParams& p, cudaStream_t stream);
 // compute capability 9.0 device and head dims that are multiples of 8 up to kMaxHeadDim
 // (mlstm_wgmma_forward_supported); p.overlap_loads is ignored (it always prefetches).
 bool mlstm_wgmma_forward_supported(int Dk, int Dv);
+// The chunk scan on warpgroup tensor cores (sm90a/mlstm_wgmma_scan.cu): the contract of
+// mlstm_chunk_scan_mma without split_states, under the same conditions as the forward.
+void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream);
 void mlstm_fused_forward_wgmma(const FusedForwardParams& p, cudaStream_t stream);
 void mlstm_row_dot(const void* a, const void* b, DType dtype, float* out, int rows, int cols, cudaStream_t stream);
 

@@ -84,6 +84,14 @@ bool wgmma_forward(int64_t Dk, int64_t Dv) {
          xk::mlstm_wgmma_forward_supported(static_cast<int>(Dk), static_cast<int>(Dv));
 }
 
+// XD_MLSTM_SCAN=wgmma: the chunk scans (the backward's two) on warpgroup tensor cores
+// (kernels/sm90a/mlstm_wgmma_scan.cu), under the wgmma forward's conditions.
+bool wgmma_scan(int64_t Dk, int64_t Dv) {
+  const char* env = std::getenv("XD_MLSTM_SCAN");
+  return env && std::string(env) == "wgmma" &&
+         xk::mlstm_wgmma_forward_supported(static_cast<int>(Dk), static_cast<int>(Dv));
+}
+
 // XD_MLSTM_BACKWARD_SCANS=overlap: the backward's recompute of the forward states runs
 // on a side stream beside the reverse scan (both walk their heads' chunks in series and
 // neither fills the GPU's memory bandwidth alone).
@@ -244,7 +252,9 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
   p.reverse = reverse;
   p.tensor_cores = path == Path::Split;
   p.split_states = split_states && path == Path::Mma;
-  if (path == Path::Mma) xk::mlstm_chunk_scan_mma(p, at::cuda::getCurrentCUDAStream());
+  if (path == Path::Mma && !p.split_states && wgmma_scan(dm.Dk, dm.Dv))
+    xk::mlstm_chunk_scan_wgmma(p, at::cuda::getCurrentCUDAStream());
+  else if (path == Path::Mma) xk::mlstm_chunk_scan_mma(p, at::cuda::getCurrentCUDAStream());
   else xk::mlstm_chunk_scan(p, at::cuda::getCurrentCUDAStream());
   check_mlstm_launch("chunk_scan");
 }

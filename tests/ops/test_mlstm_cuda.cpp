@@ -210,6 +210,26 @@ TEST(MlstmCuda, WgmmaForwardMatchesFloat64Oracle) {
     XD_EXPECT_CLOSE(b.grads[j], a.grads[j], 5e-3, std::string("wgmma pieces ") + test::mlstm_grad_name(j));
 }
 
+// The chunk scans on warpgroup tensor cores (XD_MLSTM_SCAN=wgmma: the backward's states
+// recompute and reverse scan; hi + lo operands like mlstm_mma_scan.cu), with the default
+// forward and with the wgmma forward, and the two scans overlapped.
+TEST(MlstmCuda, WgmmaScansMatchFloat64Oracle) {
+  XD_REQUIRE_CUDA();
+  const auto* prop = at::cuda::getCurrentDeviceProperties();
+  if (prop->major != 9 || prop->minor != 0) GTEST_SKIP() << "wgmma needs a compute capability 9.0 device";
+  std::vector<Case> cases = kCases;
+  cases.push_back({2, 70, 130, 128, 128, true, 64});
+  cases.push_back({2, 80, 100, 64, 96, false, 64});
+  setenv("XD_MLSTM_SCAN", "wgmma", 1);
+  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1400 + n);
+  setenv("XD_MLSTM_FORWARD", "wgmma", 1);
+  setenv("XD_MLSTM_BACKWARD_SCANS", "overlap", 1);
+  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1420 + n);
+  unsetenv("XD_MLSTM_BACKWARD_SCANS");
+  unsetenv("XD_MLSTM_FORWARD");
+  unsetenv("XD_MLSTM_SCAN");
+}
+
 // The backward's states recompute on a side stream (XD_MLSTM_BACKWARD_SCANS=overlap)
 // runs the same kernels on the same inputs: every gradient is bit-identical.
 TEST(MlstmCuda, OverlappedBackwardScansEqualSerial) {

@@ -24,13 +24,14 @@
 // rounded n would be amplified. Accumulation is fp32 throughout.
 #include <cuda_bf16.h>
 
+#include "mlstm_mma.cuh"
 #include "mlstm_params.h"
 #include "wgmma.cuh"
 
 namespace xd::kernels {
 namespace {
 
-using bf16 = __nv_bfloat16;
+using mma::bf16;
 constexpr int kThreads = 128;
 constexpr int kL = 64;       // chunk
 constexpr int kD = 128;      // Dk held (zero-padded)
@@ -46,28 +47,12 @@ struct Smem {
   float tab[2][kTables][kL];
 };
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all_but_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
-
-__device__ __forceinline__ uint32_t pack(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ __forceinline__ float2 unpack(uint32_t x) {
-  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x));
-}
-
-// Element offset of (row, col) in a core-blocked tile of `cols` columns.
-__device__ __forceinline__ int blk(int row, int col, int cols) {
-  return static_cast<int>(wgmma::core_offset(row, col, cols) / sizeof(bf16));
-}
+using mma::cp_async16;
+using mma::cp_async_commit;
+using mma::ldsm_x4_trans;
+using mma::pack;
+using mma::unpack;
+__device__ __forceinline__ int blk(int row, int col, int cols) { return wgmma::core_index(row, col, cols); }
 
 // Descriptors: a K-major tile of kD columns (q, k) starting at k-step s, and a row-major
 // tile of `cols` columns (C, V) as the MN-major b operand starting at row 16 s.
@@ -77,12 +62,6 @@ __device__ __forceinline__ uint64_t desc_k_major(const bf16* tile, int s) {
 template <int cols>
 __device__ __forceinline__ uint64_t desc_mn_major(const bf16* tile, int s) {
   return wgmma::descriptor(tile + blk(16 * s, 0, cols), (cols / 8) * wgmma::kCoreBytes, wgmma::kCoreBytes);
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
 }
 
 __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedForwardParams p) {
@@ -173,7 +152,7 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
     const int buf = chunk & 1, t0 = chunk * kL;
     if (chunk + 1 < p.NC) issue(chunk + 1, buf ^ 1);
     else cp_async_commit();  // an empty group keeps the count
-    cp_async_wait_all_but_one();
+    mma::cp_async_wait<1>();
     wgmma::fence_shared_for_async();
     __syncthreads();  // this chunk's tiles and C_{k-1} visible to every thread and to wgmma
     const bf16 *sq = sm.q[buf], *sk = sm.k[buf], *sv = sm.v[buf];

@@ -16,13 +16,14 @@
 // (cp.async) while this one computes.
 #include <cuda_bf16.h>
 
+#include "mlstm_mma.cuh"
 #include "mlstm_params.h"
 #include "wgmma.cuh"
 
 namespace xd::kernels {
 namespace {
 
-using bf16 = __nv_bfloat16;
+using mma::bf16;
 constexpr int kThreads = 128;
 constexpr int kL = 64;
 constexpr int kD = 128;
@@ -35,30 +36,12 @@ struct Smem {
   float vec_w[2][kL];
 };
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all_but_one() { asm volatile("cp.async.wait_group 1;\n" ::); }
-__device__ __forceinline__ uint32_t pack(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ __forceinline__ float2 unpack(uint32_t x) {
-  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&x));
-}
-__device__ __forceinline__ int blk(int row, int col, int cols) {
-  return static_cast<int>(wgmma::core_offset(row, col, cols) / sizeof(bf16));
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
-}
+using mma::cp_async16;
+using mma::cp_async_commit;
+using mma::ldsm_x4_trans;
+using mma::pack;
+using mma::unpack;
+__device__ __forceinline__ int blk(int row, int col, int cols) { return wgmma::core_index(row, col, cols); }
 
 __global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(ChunkScanParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -134,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(ChunkScan
     store_state(p.states + ((size_t)bh * p.NC + chunk) * mat);
     if (owns_vec && xd < p.Dk) p.state_vecs[((size_t)bh * p.NC + chunk) * p.Dk + xd] = x_d;
     const float decay = p.decay[(size_t)bh * p.NC + chunk];
-    cp_async_wait_all_but_one();
+    mma::cp_async_wait<1>();
     wgmma::fence_shared_for_async();
     __syncthreads();  // this chunk's tiles visible to every thread and to wgmma
     const bf16 *sr = sm.rows[buf], *sc = sm.cols[buf];

@@ -29,6 +29,11 @@ __host__ __device__ constexpr uint32_t core_offset(int row, int col, int cols) {
   return static_cast<uint32_t>(((row / 8) * (cols / 8) + col / 8) * kCoreBytes + (row % 8) * 16 + (col % 8) * 2);
 }
 
+// The same position in bf16 elements.
+__host__ __device__ constexpr int core_index(int row, int col, int cols) {
+  return static_cast<int>(core_offset(row, col, cols) / 2);
+}
+
 // The 64-bit shared-memory matrix descriptor, no swizzle: start address, lbo and sbo
 // in 16-byte units (14 bits each), layout type 0 in bits 62-63.
 __device__ __forceinline__ uint64_t descriptor(const void* smem_start, uint32_t lbo_bytes, uint32_t sbo_bytes) {

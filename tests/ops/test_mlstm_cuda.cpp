@@ -124,6 +124,39 @@ const std::vector<Case> kCases = {
     {1, 1, 1, 16, 16, true, 64},    {1, 2, 65, 128, 64, false, 128},  {1, 4, 1000, 128, 128, true, 64},
 };
 
+// test::random_mlstm's draw for case c (float64, seeded), rounded to bf16 on the GPU.
+MlstmInputs bf16_cuda_draw(const Case& c, uint64_t seed) {
+  at::manual_seed(seed);
+  return to(test::random_mlstm(c.B, c.H, c.S, c.Dk, c.Dv, c.state, at::TensorOptions().dtype(at::kDouble)),
+            at::kBFloat16, at::kCUDA);
+}
+
+// One call against chained calls (pieces of 100, 1, 64 and 135 positions) with the state
+// handed on, on a B=2 H=2 S=300 Dk=64 Dv=32 draw with initial states: outputs and
+// gradients within tol.
+void expect_pieces_equal_one_call(at::ScalarType dtype, uint64_t seed, double tol, const std::string& label) {
+  at::manual_seed(seed);
+  const auto in =
+      to(test::random_mlstm(2, 2, 300, 64, 32, true, at::TensorOptions().dtype(at::kDouble)), dtype, at::kCUDA);
+  test::MlstmFn whole = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+  test::MlstmFn pieces = [](const MlstmInputs& x) {
+    c10::optional<ops::MlstmState> st = x.initial;
+    std::vector<at::Tensor> hs;
+    for (auto [a, len] : {std::pair<int64_t, int64_t>{0, 100}, {100, 1}, {101, 64}, {165, 135}}) {
+      auto [h, next] = ops::mlstm(x.q.narrow(2, a, len), x.k.narrow(2, a, len), x.v.narrow(2, a, len),
+                                  x.i.narrow(2, a, len), x.f.narrow(2, a, len), st, 64);
+      hs.push_back(h);
+      st = next;
+    }
+    return std::make_pair(at::cat(hs, 2), *st);
+  };
+  const auto a = test::run_with_grads(whole, in, seed + 1), b = test::run_with_grads(pieces, in, seed + 1);
+  for (size_t j = 0; j < a.outputs.size(); ++j)
+    XD_EXPECT_CLOSE(b.outputs[j], a.outputs[j], tol, label + " pieces " + test::mlstm_output_name(j));
+  for (size_t j = 0; j < a.grads.size(); ++j)
+    XD_EXPECT_CLOSE(b.grads[j], a.grads[j], tol, label + " pieces " + test::mlstm_grad_name(j));
+}
+
 TEST(MlstmCuda, Float32MatchesFloat64Oracle) {
   XD_REQUIRE_CUDA();
   for (size_t n = 0; n < kCases.size(); ++n) check_case(kCases[n], at::kFloat, 1e-5, 100 + n);
@@ -186,28 +219,10 @@ TEST(MlstmCuda, WgmmaForwardMatchesFloat64Oracle) {
   for (size_t n = 0; n < 3; ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1220 + n);
   unsetenv("XD_MLSTM_H_RESIDUE");
 
-  at::manual_seed(1230);
-  const auto in = to(test::random_mlstm(2, 2, 300, 64, 32, true, at::TensorOptions().dtype(at::kDouble)),
-                     at::kBFloat16, at::kCUDA);
-  test::MlstmFn whole = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
-  test::MlstmFn pieces = [](const MlstmInputs& x) {
-    c10::optional<ops::MlstmState> st = x.initial;
-    std::vector<at::Tensor> hs;
-    for (auto [a, len] : {std::pair<int64_t, int64_t>{0, 100}, {100, 1}, {101, 64}, {165, 135}}) {
-      auto [h, next] = ops::mlstm(x.q.narrow(2, a, len), x.k.narrow(2, a, len), x.v.narrow(2, a, len),
-                                  x.i.narrow(2, a, len), x.f.narrow(2, a, len), st, 64);
-      hs.push_back(h);
-      st = next;
-    }
-    return std::make_pair(at::cat(hs, 2), *st);
-  };
-  const auto a = test::run_with_grads(whole, in, 1231), b = test::run_with_grads(pieces, in, 1231);
+  // The chunk boundaries differ between one call and the pieces, so does where the bf16
+  // roundings fall.
+  expect_pieces_equal_one_call(at::kBFloat16, 1230, 5e-3, "wgmma");
   unsetenv("XD_MLSTM_FORWARD");
-  // The chunk boundaries differ between the two, so does where the bf16 roundings fall.
-  for (size_t j = 0; j < a.outputs.size(); ++j)
-    XD_EXPECT_CLOSE(b.outputs[j], a.outputs[j], 5e-3, std::string("wgmma pieces ") + test::mlstm_output_name(j));
-  for (size_t j = 0; j < a.grads.size(); ++j)
-    XD_EXPECT_CLOSE(b.grads[j], a.grads[j], 5e-3, std::string("wgmma pieces ") + test::mlstm_grad_name(j));
 }
 
 // The chunk scans on warpgroup tensor cores (XD_MLSTM_SCAN=wgmma: the backward's states
@@ -237,9 +252,7 @@ TEST(MlstmCuda, OverlappedBackwardScansEqualSerial) {
   std::vector<Case> cases{kCases[0], kCases[5], {2, 70, 130, 128, 128, true, 64}};
   for (size_t n = 0; n < cases.size(); ++n) {
     const Case& c = cases[n];
-    at::manual_seed(1300 + n);
-    const auto in = to(test::random_mlstm(c.B, c.H, c.S, c.Dk, c.Dv, c.state, at::TensorOptions().dtype(at::kDouble)),
-                       at::kBFloat16, at::kCUDA);
+    const auto in = bf16_cuda_draw(c, 1300 + n);
     test::MlstmFn op = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
     const auto serial = test::run_with_grads(op, in, 1310 + n);
     setenv("XD_MLSTM_BACKWARD_SCANS", "overlap", 1);
@@ -269,9 +282,7 @@ TEST(MlstmCuda, FusedForwardEqualsTwoKernelForward) {
   std::vector<Case> cases{kCases[0], kCases[1], kCases[5], {2, 70, 130, 128, 128, true, 64}};
   for (size_t n = 0; n < cases.size(); ++n) {
     const Case& c = cases[n];
-    at::manual_seed(1100 + n);
-    const auto in = to(test::random_mlstm(c.B, c.H, c.S, c.Dk, c.Dv, c.state, at::TensorOptions().dtype(at::kDouble)),
-                       at::kBFloat16, at::kCUDA);
+    const auto in = bf16_cuda_draw(c, 1100 + n);
     test::MlstmFn op = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
     const auto two_kernel = test::run_with_grads(op, in, 1110 + n);
     for (const char* variant : {"fused", "fused_overlap"}) {
@@ -310,9 +321,7 @@ TEST(MlstmCuda, ScanColumnSlicesEqualOneBlockPerHead) {
   std::vector<Case> cases{kCases[0], kCases[2], {2, 40, 130, 128, 128, true, 64}};
   for (size_t n = 0; n < cases.size(); ++n) {
     const Case& c = cases[n];
-    at::manual_seed(950 + n);
-    const auto in = to(test::random_mlstm(c.B, c.H, c.S, c.Dk, c.Dv, c.state, at::TensorOptions().dtype(at::kDouble)),
-                       at::kBFloat16, at::kCUDA);
+    const auto in = bf16_cuda_draw(c, 950 + n);
     const int64_t L = c.L;
     test::MlstmFn op = [L](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, L); };
     setenv("XD_MLSTM_SCAN_SLICES", "off", 1);
@@ -374,26 +383,7 @@ TEST(MlstmCuda, Float16MatchesFloat64Oracle) {
 // One call equals chained calls with the state handed on (forward and gradients).
 TEST(MlstmCuda, StatePassingEqualsOneCall) {
   XD_REQUIRE_CUDA();
-  at::manual_seed(7);
-  const auto in = to(test::random_mlstm(2, 2, 300, 64, 32, true, at::TensorOptions().dtype(at::kDouble)), at::kFloat,
-                     at::kCUDA);
-  test::MlstmFn whole = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
-  test::MlstmFn pieces = [](const MlstmInputs& x) {
-    c10::optional<ops::MlstmState> st = x.initial;
-    std::vector<at::Tensor> hs;
-    for (auto [a, len] : {std::pair<int64_t, int64_t>{0, 100}, {100, 1}, {101, 64}, {165, 135}}) {
-      auto [h, next] = ops::mlstm(x.q.narrow(2, a, len), x.k.narrow(2, a, len), x.v.narrow(2, a, len),
-                                  x.i.narrow(2, a, len), x.f.narrow(2, a, len), st, 64);
-      hs.push_back(h);
-      st = next;
-    }
-    return std::make_pair(at::cat(hs, 2), *st);
-  };
-  const auto a = test::run_with_grads(whole, in, 8), b = test::run_with_grads(pieces, in, 8);
-  for (size_t j = 0; j < a.outputs.size(); ++j)
-    XD_EXPECT_CLOSE(b.outputs[j], a.outputs[j], 1e-5, std::string("pieces ") + test::mlstm_output_name(j));
-  for (size_t j = 0; j < a.grads.size(); ++j)
-    XD_EXPECT_CLOSE(b.grads[j], a.grads[j], 1e-5, std::string("pieces ") + test::mlstm_grad_name(j));
+  expect_pieces_equal_one_call(at::kFloat, 7, 1e-5, "float32");
 }
 
 TEST(MlstmCuda, StepMatchesOneCall) {

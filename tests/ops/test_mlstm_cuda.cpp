@@ -24,6 +24,12 @@ using test::MlstmInputs;
 
 #define XD_REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
+// wgmma kernels: compute capability 9.0 only.
+#define XD_REQUIRE_SM90()                                                          \
+  XD_REQUIRE_CUDA();                                                               \
+  if (at::cuda::getCurrentDeviceProperties()->major != 9 ||                        \
+      at::cuda::getCurrentDeviceProperties()->minor != 0)                          \
+  GTEST_SKIP() << "wgmma needs a compute capability 9.0 device"
 
 // Fill the caching allocator's free blocks with NaN so an output element the
 // kernels never write shows up as NaN (and fails) instead of as stale data.
@@ -157,6 +163,15 @@ void expect_pieces_equal_one_call(at::ScalarType dtype, uint64_t seed, double to
     XD_EXPECT_CLOSE(b.grads[j], a.grads[j], tol, label + " pieces " + test::mlstm_grad_name(j));
 }
 
+// kCases and two with many heads (B H = 140 and 160: more blocks than the GPU runs at
+// once, 64-column slices; Dv = 96 a partial last slice).
+std::vector<Case> with_wide_cases() {
+  std::vector<Case> cases = kCases;
+  cases.push_back({2, 70, 130, 128, 128, true, 64});
+  cases.push_back({2, 80, 100, 64, 96, false, 64});
+  return cases;
+}
+
 TEST(MlstmCuda, Float32MatchesFloat64Oracle) {
   XD_REQUIRE_CUDA();
   for (size_t n = 0; n < kCases.size(); ++n) check_case(kCases[n], at::kFloat, 1e-5, 100 + n);
@@ -187,9 +202,7 @@ TEST(MlstmCuda, BFloat16SplitStatesForwardMatchesFloat64Oracle) {
 // B H = 140 and 160 take 64-column slices, Dv = 96 a partial last one.
 TEST(MlstmCuda, FusedForwardMatchesFloat64Oracle) {
   XD_REQUIRE_CUDA();
-  std::vector<Case> cases = kCases;
-  cases.push_back({2, 70, 130, 128, 128, true, 64});
-  cases.push_back({2, 80, 100, 64, 96, false, 64});
+  const std::vector<Case> cases = with_wide_cases();
   setenv("XD_MLSTM_H_RESIDUE", "on", 1);  // seed 1001 needs it (the next test)
   for (const char* variant : {"fused", "fused_overlap"}) {
     setenv("XD_MLSTM_FORWARD", variant, 1);
@@ -202,17 +215,13 @@ TEST(MlstmCuda, FusedForwardMatchesFloat64Oracle) {
 
 // The one-kernel forward on warpgroup tensor cores (XD_MLSTM_FORWARD=wgmma, compute
 // capability 9.0): C_{k-1}, P and w o k enter its products rounded once to bf16 (the
-// mma.sync kernels split them hi + lo). B H = 140 and 160 fill more blocks than the GPU
-// runs at once; Dv = 48 and 96 leave a partial slice, Dk = 16 and 32 a zero-padded q, k.
+// mma.sync kernels split them hi + lo). Dv = 48 and 96 leave a partial slice, Dk = 16
+// and 32 a zero-padded q, k.
 // Then once more with h's residue stored (its own store path), and state passing:
 // chained calls against one call.
 TEST(MlstmCuda, WgmmaForwardMatchesFloat64Oracle) {
-  XD_REQUIRE_CUDA();
-  const auto* prop = at::cuda::getCurrentDeviceProperties();
-  if (prop->major != 9 || prop->minor != 0) GTEST_SKIP() << "wgmma needs a compute capability 9.0 device";
-  std::vector<Case> cases = kCases;
-  cases.push_back({2, 70, 130, 128, 128, true, 64});
-  cases.push_back({2, 80, 100, 64, 96, false, 64});
+  XD_REQUIRE_SM90();
+  const std::vector<Case> cases = with_wide_cases();
   setenv("XD_MLSTM_FORWARD", "wgmma", 1);
   for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1200 + n);
   setenv("XD_MLSTM_H_RESIDUE", "on", 1);
@@ -229,12 +238,8 @@ TEST(MlstmCuda, WgmmaForwardMatchesFloat64Oracle) {
 // recompute and reverse scan; hi + lo operands like mlstm_mma_scan.cu), with the default
 // forward and with the wgmma forward, and the two scans overlapped.
 TEST(MlstmCuda, WgmmaScansMatchFloat64Oracle) {
-  XD_REQUIRE_CUDA();
-  const auto* prop = at::cuda::getCurrentDeviceProperties();
-  if (prop->major != 9 || prop->minor != 0) GTEST_SKIP() << "wgmma needs a compute capability 9.0 device";
-  std::vector<Case> cases = kCases;
-  cases.push_back({2, 70, 130, 128, 128, true, 64});
-  cases.push_back({2, 80, 100, 64, 96, false, 64});
+  XD_REQUIRE_SM90();
+  const std::vector<Case> cases = with_wide_cases();
   setenv("XD_MLSTM_SCAN", "wgmma", 1);
   for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1400 + n);
   setenv("XD_MLSTM_FORWARD", "wgmma", 1);

@@ -203,10 +203,11 @@ void mlstm_backward_chunk_mma(const BackwardChunkParams& p, cudaStream_t stream)
 void mlstm_fused_forward_mma(const FusedForwardParams& p, cudaStream_t stream);
 // The same forward on warpgroup tensor cores (sm90a/mlstm_wgmma_forward.cu): needs a
 // compute capability 9.0 device and head dims that are multiples of 8 up to kMaxHeadDim
-// (mlstm_wgmma_forward_supported); p.overlap_loads is ignored (it always prefetches).
-bool mlstm_wgmma_forward_supported(int Dk, int Dv);
+// (mlstm_wgmma_supported, which the wgmma scan below shares); p.overlap_loads is
+// ignored (it always prefetches).
+bool mlstm_wgmma_supported(int Dk, int Dv);
 // The chunk scan on warpgroup tensor cores (sm90a/mlstm_wgmma_scan.cu): the contract of
-// mlstm_chunk_scan_mma without split_states, under the same conditions as the forward.
+// mlstm_chunk_scan_mma without split_states, under mlstm_wgmma_supported.
 void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream);
 void mlstm_fused_forward_wgmma(const FusedForwardParams& p, cudaStream_t stream);
 void mlstm_row_dot(const void* a, const void* b, DType dtype, float* out, int rows, int cols, cudaStream_t stream);

@@ -299,12 +299,9 @@ __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedF
 
 }  // namespace
 
-bool mlstm_wgmma_forward_supported(int Dk, int Dv) {
-  int dev = 0, major = 0, minor = 0;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-  return major == 9 && minor == 0 && Dk % 8 == 0 && Dv % 8 == 0 && Dk >= 8 && Dv >= 8 && Dk <= kD && Dv <= kD;
+bool mlstm_wgmma_supported(int Dk, int Dv) {
+  return Dk % 8 == 0 && Dv % 8 == 0 && Dk >= 8 && Dv >= 8 && Dk <= kD && Dv <= kD &&
+         wgmma::current_device_is_sm90();
 }
 
 void mlstm_fused_forward_wgmma(const FusedForwardParams& p, cudaStream_t stream) {

@@ -17,12 +17,29 @@
 // the mma.sync m16n8 layout repeated over the N / 8 column blocks.
 #pragma once
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
 namespace xd::kernels::wgmma {
 
 constexpr int kCoreBytes = 128;  // one 8 x 8 bf16 core matrix
+
+// Whether the current device runs sm_90a code (compute capability 9.0 exactly), asked
+// of the driver once per device: the launchers' callers ask on every call.
+inline bool current_device_is_sm90() {
+  constexpr int kDevices = 64;
+  static int known[kDevices] = {};  // 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (dev < kDevices && known[dev] != 0) return known[dev] == 1;
+  int major = 0, minor = 0;
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+  const bool yes = major == 9 && minor == 0;
+  if (dev < kDevices) known[dev] = yes ? 1 : 2;
+  return yes;
+}
 
 // Byte offset of element (row, col) of a K-major tile of `cols` columns (a multiple of 8).
 __host__ __device__ constexpr uint32_t core_offset(int row, int col, int cols) {

@@ -93,18 +93,11 @@ __global__ void __launch_bounds__(128) wgmma_probe_mn_kernel(const bf16* a, cons
     for (int e = 0; e < 4; ++e) c[(16 * warp + g + 8 * (e / 2)) * N + 8 * j + 2 * t + e % 2] = d[4 * j + e];
 }
 
-bool sm90_device() {
-  int dev = 0, major = 0, minor = 0;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-  return major == 9 && minor == 0;
-}
 
 }  // namespace
 
 bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_t stream, bool swap_offsets) {
-  if (K < 16 || K > kWgmmaProbeMaxK || K % 16 != 0 || !sm90_device()) return false;
+  if (K < 16 || K > kWgmmaProbeMaxK || K % 16 != 0 || !wgmma::current_device_is_sm90()) return false;
   const int smem = 2 * 64 * K * static_cast<int>(sizeof(bf16));
   cudaFuncSetAttribute(wgmma_probe_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   wgmma_probe_kernel<<<1, 128, smem, stream>>>(static_cast<const bf16*>(a), static_cast<const bf16*>(b), c, K,
@@ -114,7 +107,7 @@ bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_
 
 bool wgmma_probe_mn_major(const void* a, const void* b, float* c, int K, int N, bool registers_a,
                           cudaStream_t stream, bool swap_offsets) {
-  if (K < 16 || K > kWgmmaProbeMaxK || K % 16 != 0 || !sm90_device()) return false;
+  if (K < 16 || K > kWgmmaProbeMaxK || K % 16 != 0 || !wgmma::current_device_is_sm90()) return false;
   if (N != 72 && !(N == 64 && registers_a)) return false;
   const int smem = (64 * K + K * N) * static_cast<int>(sizeof(bf16));
   auto kernel = N == 72 ? wgmma_probe_mn_kernel<72> : wgmma_probe_mn_kernel<64>;

@@ -81,7 +81,7 @@ bool fused_forward(bool* overlap) {
 bool wgmma_forward(int64_t Dk, int64_t Dv) {
   const char* env = std::getenv("XD_MLSTM_FORWARD");
   return env && std::string(env) == "wgmma" &&
-         xk::mlstm_wgmma_forward_supported(static_cast<int>(Dk), static_cast<int>(Dv));
+         xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
 }
 
 // XD_MLSTM_SCAN=wgmma: the chunk scans (the backward's two) on warpgroup tensor cores
@@ -89,7 +89,7 @@ bool wgmma_forward(int64_t Dk, int64_t Dv) {
 bool wgmma_scan(int64_t Dk, int64_t Dv) {
   const char* env = std::getenv("XD_MLSTM_SCAN");
   return env && std::string(env) == "wgmma" &&
-         xk::mlstm_wgmma_forward_supported(static_cast<int>(Dk), static_cast<int>(Dv));
+         xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
 }
 
 // XD_MLSTM_BACKWARD_SCANS=overlap: the backward's recompute of the forward states runs

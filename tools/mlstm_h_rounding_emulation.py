@@ -41,9 +41,9 @@ class Normalise(torch.autograd.Function):
         return dh / den[..., None], -(dh * seen).sum(-1) / den, None
 
 
-def gradients(x, up, mode):
-    leaves = {n: t.clone().requires_grad_() for n, t in x.items()}
-    q, k, v, i, f = (leaves[n] for n in "qkvif")
+def recurrent(q, k, v, i, f, normalise=lambda num, den: num / den[..., None]):
+    """The recurrent definition in float64: h [B,H,S,Dv] and the final C, n. normalise(num,
+    den) forms each h_t (here, with its den gradient as a kernel sees it)."""
     B, H, S, D = q.shape
     C = torch.zeros(B, H, D, v.shape[-1], dtype=F64)
     n = torch.zeros(B, H, D, dtype=F64)
@@ -57,9 +57,16 @@ def gradients(x, up, mode):
         n = a[..., None] * n + e[..., None] * k[..., t, :]
         qs = q[..., t, :] / math.sqrt(D)
         den = torch.maximum((qs * n).sum(-1).abs(), torch.exp(-mn)) + EPS
-        hs.append(Normalise.apply(torch.einsum("bhd,bhde->bhe", qs, C), den, mode))
+        hs.append(normalise(torch.einsum("bhd,bhde->bhe", qs, C), den))
         m = mn
-    loss = (torch.stack(hs, 2) * up).sum()
+    return torch.stack(hs, 2), C, n
+
+
+def gradients(x, up, mode):
+    leaves = {n: t.clone().requires_grad_() for n, t in x.items()}
+    q, k, v, i, f = (leaves[n] for n in "qkvif")
+    h, _, _ = recurrent(q, k, v, i, f, lambda num, den: Normalise.apply(num, den, mode))
+    loss = (h * up).sum()
     return dict(zip("qkvif", torch.autograd.grad(loss, [q, k, v, i, f])))
 
 

@@ -17,13 +17,9 @@ import sys
 
 import torch
 
-F64 = torch.float64
-EPS = 1e-6
+from mlstm_h_rounding_emulation import EPS, F64, bf16, recurrent  # the float64 definition
+
 L = 64
-
-
-def bf16(x):
-    return x.to(torch.bfloat16).to(F64)
 
 
 def f32(x):
@@ -34,25 +30,6 @@ def hi_lo(x):
     """x to ~16 significant bits: bf16 hi + bf16 lo."""
     h = bf16(x)
     return h + bf16(x - h)
-
-
-def recurrent(q, k, v, i, f):
-    B, H, S, D = q.shape
-    C = torch.zeros(B, H, D, v.shape[-1], dtype=F64)
-    n = torch.zeros(B, H, D, dtype=F64)
-    m = torch.zeros(B, H, dtype=F64)
-    hs = []
-    for t in range(S):
-        lf = torch.nn.functional.logsigmoid(f[..., t])
-        mn = torch.maximum(lf + m, i[..., t])
-        a, e = torch.exp(lf + m - mn), torch.exp(i[..., t] - mn)
-        C = a[..., None, None] * C + e[..., None, None] * k[..., t, :, None] * v[..., t, None, :]
-        n = a[..., None] * n + e[..., None] * k[..., t, :]
-        qs = q[..., t, :] / math.sqrt(D)
-        den = torch.maximum((qs * n).sum(-1).abs(), torch.exp(-mn)) + EPS
-        hs.append(torch.einsum("bhd,bhde->bhe", qs, C) / den[..., None])
-        m = mn
-    return torch.stack(hs, 2), C, n
 
 
 def chunkwise(q, k, v, i, f, mode):

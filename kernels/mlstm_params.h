@@ -210,6 +210,9 @@ bool mlstm_wgmma_supported(int Dk, int Dv);
 // mlstm_chunk_scan_mma without split_states, under mlstm_wgmma_supported.
 void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream);
 void mlstm_fused_forward_wgmma(const FusedForwardParams& p, cudaStream_t stream);
+// The per-chunk gradients on warpgroup tensor cores (sm90a/mlstm_wgmma_backward.cu): the
+// contract of mlstm_backward_chunk_mma, under mlstm_wgmma_supported.
+void mlstm_backward_chunk_wgmma(const BackwardChunkParams& p, cudaStream_t stream);
 void mlstm_row_dot(const void* a, const void* b, DType dtype, float* out, int rows, int cols, cudaStream_t stream);
 
 // The last CUDA error as text ("" when none): the torch side turns it into xd::Error.

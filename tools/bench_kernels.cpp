@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
     const char* forward;
     const char* scans = "";      // XD_MLSTM_BACKWARD_SCANS
     const char* scan_kind = "";  // XD_MLSTM_SCAN
+    const char* backward = "";   // XD_MLSTM_BACKWARD
   };
   const bool with_fma = std::getenv("XD_BENCH_FMA") && std::string(std::getenv("XD_BENCH_FMA")) == "1";
   std::vector<Variant> variants{Variant{"xd_mlstm_tensor_cores", 64, "", ""},
@@ -107,7 +108,9 @@ int main(int argc, char** argv) {
                                 Variant{"xd_mlstm_wgmma_forward_overlapped_scans", 64, "", "wgmma", "overlap"},
                                 Variant{"xd_mlstm_wgmma_forward_wgmma_scans", 64, "", "wgmma", "", "wgmma"},
                                 Variant{"xd_mlstm_wgmma_forward_overlapped_wgmma_scans", 64, "", "wgmma", "overlap",
-                                        "wgmma"}};
+                                        "wgmma"},
+                                Variant{"xd_mlstm_wgmma_backward", 64, "", "", "", "", "wgmma"},
+                                Variant{"xd_mlstm_wgmma_all", 64, "", "wgmma", "overlap", "wgmma", "wgmma"}};
   if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_fused_forward_overlap", 64, "", "fused_overlap"});
   if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", 64, "fma", ""});
   if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_split_states", 64, "", "split_states"});
@@ -116,6 +119,7 @@ int main(int argc, char** argv) {
     setenv("XD_MLSTM_FORWARD", var.forward, 1);
     setenv("XD_MLSTM_BACKWARD_SCANS", var.scans, 1);
     setenv("XD_MLSTM_SCAN", var.scan_kind, 1);
+    setenv("XD_MLSTM_BACKWARD", var.backward, 1);
     const int64_t L = var.L;
     const double fwd = median_ms([&](int r) {
       const auto& s = sets[r % kSets];

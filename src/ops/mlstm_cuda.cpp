@@ -92,6 +92,14 @@ bool wgmma_scan(int64_t Dk, int64_t Dv) {
          xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
 }
 
+// XD_MLSTM_BACKWARD=wgmma: the per-chunk gradients on warpgroup tensor cores
+// (kernels/sm90a/mlstm_wgmma_backward.cu), under the wgmma forward's conditions.
+bool wgmma_backward(int64_t Dk, int64_t Dv) {
+  const char* env = std::getenv("XD_MLSTM_BACKWARD");
+  return env && std::string(env) == "wgmma" &&
+         xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
+}
+
 // XD_MLSTM_BACKWARD_SCANS=overlap: the backward's recompute of the forward states runs
 // on a side stream beside the reverse scan (both walk their heads' chunks in series and
 // neither fills the GPU's memory bandwidth alone).
@@ -498,7 +506,9 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   p.decay = t.decay.data_ptr<float>();
   set_geometry(p, dm, t, L);
   p.tensor_cores = path == Path::Split;
-  if (path == Path::Mma) xk::mlstm_backward_chunk_mma(p, at::cuda::getCurrentCUDAStream());
+  if (path == Path::Mma && wgmma_backward(dm.Dk, dm.Dv))
+    xk::mlstm_backward_chunk_wgmma(p, at::cuda::getCurrentCUDAStream());
+  else if (path == Path::Mma) xk::mlstm_backward_chunk_mma(p, at::cuda::getCurrentCUDAStream());
   else xk::mlstm_backward_chunk(p, at::cuda::getCurrentCUDAStream());
   check_mlstm_launch("backward_chunk");
 

@@ -250,6 +250,25 @@ TEST(MlstmCuda, WgmmaScansMatchFloat64Oracle) {
   unsetenv("XD_MLSTM_SCAN");
 }
 
+// The per-chunk gradients on warpgroup tensor cores (XD_MLSTM_BACKWARD=wgmma: the
+// mma.sync backward's arithmetic, hi + lo operands for C, dC and the weighted scores),
+// after the default forward, then with every warpgroup kernel (forward, scans, backward)
+// and the scans overlapped. Dk = 16 and Dv = 48 leave zero-padded k-steps and columns.
+TEST(MlstmCuda, WgmmaBackwardMatchesFloat64Oracle) {
+  XD_REQUIRE_SM90();
+  const std::vector<Case> cases = with_wide_cases();
+  setenv("XD_MLSTM_BACKWARD", "wgmma", 1);
+  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1500 + n);
+  setenv("XD_MLSTM_FORWARD", "wgmma", 1);
+  setenv("XD_MLSTM_SCAN", "wgmma", 1);
+  setenv("XD_MLSTM_BACKWARD_SCANS", "overlap", 1);
+  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1520 + n);
+  unsetenv("XD_MLSTM_BACKWARD_SCANS");
+  unsetenv("XD_MLSTM_SCAN");
+  unsetenv("XD_MLSTM_FORWARD");
+  unsetenv("XD_MLSTM_BACKWARD");
+}
+
 // The backward's states recompute on a side stream (XD_MLSTM_BACKWARD_SCANS=overlap)
 // runs the same kernels on the same inputs: every gradient is bit-identical.
 TEST(MlstmCuda, OverlappedBackwardScansEqualSerial) {

@@ -89,38 +89,38 @@ int main(int argc, char** argv) {
     const double gms = median_ms([&](int) { at::mm(a, b); }, reps);
     std::printf("{\"op\": \"gemm_bf16\", \"TFLOPs\": %.1f}\n", 2.0 * 8192.0 * 8192.0 * 8192.0 / gms / 1e9);
   }
-  // The default (bf16 tensor-core kernels) and the one-kernel forwards (XD_MLSTM_FORWARD=
-  // fused, =wgmma); with XD_BENCH_FMA=1 also the first version (fp32 FMA kernels), the
-  // split-bf16-states forward and the fused forward with early copies.
+  // The default (mma.sync kernels), every warpgroup kernel (XD_MLSTM_WGMMA=on, compute
+  // capability 9.0) and one-piece variants of each; with XD_BENCH_FMA=1 also the
+  // first version (fp32 FMA kernels), the split-bf16-states forward and the fused forward
+  // with early copies. Every switch is set on every row ("" = the default).
   struct Variant {
     const char* name;
-    int64_t L;
-    const char* kernels;
-    const char* forward;
-    const char* scans = "";      // XD_MLSTM_BACKWARD_SCANS
-    const char* scan_kind = "";  // XD_MLSTM_SCAN
-    const char* backward = "";   // XD_MLSTM_BACKWARD
+    const char* wgmma = "";     // XD_MLSTM_WGMMA
+    const char* forward = "";   // XD_MLSTM_FORWARD
+    const char* scans = "";     // XD_MLSTM_BACKWARD_SCANS
+    const char* scan = "";      // XD_MLSTM_SCAN
+    const char* backward = "";  // XD_MLSTM_BACKWARD
+    const char* kernels = "";   // XD_MLSTM_KERNELS
   };
   const bool with_fma = std::getenv("XD_BENCH_FMA") && std::string(std::getenv("XD_BENCH_FMA")) == "1";
-  std::vector<Variant> variants{Variant{"xd_mlstm_tensor_cores", 64, "", ""},
-                                Variant{"xd_mlstm_tensor_cores_fused_forward", 64, "", "fused"},
-                                Variant{"xd_mlstm_wgmma_forward", 64, "", "wgmma"},
-                                Variant{"xd_mlstm_wgmma_forward_overlapped_scans", 64, "", "wgmma", "overlap"},
-                                Variant{"xd_mlstm_wgmma_forward_wgmma_scans", 64, "", "wgmma", "", "wgmma"},
-                                Variant{"xd_mlstm_wgmma_forward_overlapped_wgmma_scans", 64, "", "wgmma", "overlap",
-                                        "wgmma"},
-                                Variant{"xd_mlstm_wgmma_backward", 64, "", "", "", "", "wgmma"},
-                                Variant{"xd_mlstm_wgmma_all", 64, "", "wgmma", "overlap", "wgmma", "wgmma"}};
-  if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_fused_forward_overlap", 64, "", "fused_overlap"});
-  if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", 64, "fma", ""});
-  if (with_fma) variants.push_back(Variant{"xd_mlstm_tensor_cores_split_states", 64, "", "split_states"});
+  std::vector<Variant> variants{Variant{"xd_mlstm_mma_sync", "off"},
+                                Variant{"xd_mlstm_mma_sync_fused_forward", "off", "fused"},
+                                Variant{"xd_mlstm_mma_sync_wgmma_forward", "off", "wgmma"},
+                                Variant{"xd_mlstm_mma_sync_wgmma_backward", "off", "", "", "", "wgmma"},
+                                Variant{"xd_mlstm_wgmma", "on"},
+                                Variant{"xd_mlstm_wgmma_serial_scans", "on", "", "serial"},
+                                Variant{"xd_mlstm_wgmma_two_kernel_forward", "on", "two_kernel"}};
+  if (with_fma) variants.push_back(Variant{"xd_mlstm_mma_sync_fused_forward_overlap", "off", "fused_overlap"});
+  if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", "off", "", "", "", "", "fma"});
+  if (with_fma) variants.push_back(Variant{"xd_mlstm_mma_sync_split_states", "off", "split_states"});
   for (const Variant& var : variants) {
+    setenv("XD_MLSTM_WGMMA", var.wgmma, 1);
     setenv("XD_MLSTM_KERNELS", var.kernels, 1);
     setenv("XD_MLSTM_FORWARD", var.forward, 1);
     setenv("XD_MLSTM_BACKWARD_SCANS", var.scans, 1);
-    setenv("XD_MLSTM_SCAN", var.scan_kind, 1);
+    setenv("XD_MLSTM_SCAN", var.scan, 1);
     setenv("XD_MLSTM_BACKWARD", var.backward, 1);
-    const int64_t L = var.L;
+    constexpr int64_t L = 64;
     const double fwd = median_ms([&](int r) {
       const auto& s = sets[r % kSets];
       xd::ops::mlstm(s.q, s.k, s.v, s.i, s.f, c10::nullopt, L);

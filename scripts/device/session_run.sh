@@ -18,7 +18,7 @@
 #   ncu-decode     Nsight Compute counters of the 41st student decode-mixer launch of a
 #                  --batch 8 bench (on 2026-12-07 that launch had B=1: 64 blocks)
 #   ncu-window     Nsight Compute kernel durations of one mLSTM and one window (cuDNN)
-#                  forward + backward at B=8 S=4096
+#                  forward + backward at B=8 S=4096; then the mLSTM's with XD_MLSTM_WGMMA=on
 #   demo-small     xdistill demo --size small --device cuda (resumes in /tmp/demo-small on a
 #                  warm machine; DEMO_FRESH=1 starts over)
 # Logs and JSON lines under $OUT, packed into $OUT/session_logs.tgz at the end; the
@@ -178,7 +178,11 @@ for part in "$@"; do
       XD_WINDOW_ATTENTION=cudnn ncu --clock-control none --csv --metrics gpu__time_duration.sum \
         "$KBIN" 8 32 4096 128 1 profile 2> "$OUT/ncu_window.err" | python3 tools/ncu_summary.py > "$OUT/ncu_window.log"
       head -24 "$OUT/ncu_window.log"
-      row ncu-window done $(( $(date +%s) - start )) "ncu_window.log"
+      # The same with every warpgroup mLSTM kernel (XD_MLSTM_WGMMA=on, compute capability 9.0).
+      XD_MLSTM_WGMMA=on XD_WINDOW_ATTENTION=cudnn ncu --clock-control none --csv --metrics gpu__time_duration.sum \
+        "$KBIN" 8 32 4096 128 1 profile 2> "$OUT/ncu_wgmma.err" | python3 tools/ncu_summary.py > "$OUT/ncu_wgmma.log"
+      head -16 "$OUT/ncu_wgmma.log"
+      row ncu-window done $(( $(date +%s) - start )) "ncu_window.log ncu_wgmma.log"
       ;;
     demo-small)
       # Re-running on a warm machine resumes the demo where a killed call left it.

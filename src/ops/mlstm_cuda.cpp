@@ -75,37 +75,44 @@ bool fused_forward(bool* overlap) {
   return choice == "fused" || *overlap;
 }
 
-// XD_MLSTM_FORWARD=wgmma: the one-kernel forward on warpgroup tensor cores
-// (kernels/sm90a/mlstm_wgmma_forward.cu; compute capability 9.0 only, elsewhere the
-// default forward runs).
-bool wgmma_forward(int64_t Dk, int64_t Dv) {
-  const char* env = std::getenv("XD_MLSTM_FORWARD");
-  return env && std::string(env) == "wgmma" &&
+// The warpgroup kernels (kernels/sm90a/, wgmma): bf16 on compute capability 9.0 with
+// head dims that are multiples of 8 up to 128 (mlstm_wgmma_supported). Opt-in until
+// they have run on a GPU (written in sessions 25 and 26, when none was lent):
+// XD_MLSTM_WGMMA=on selects all of them, =off (or unset) the mma.sync kernels. Each
+// piece also has its own switch, which wins when set: XD_MLSTM_FORWARD (wgmma,
+// two_kernel, fused, fused_overlap, split_states), XD_MLSTM_SCAN (wgmma, mma),
+// XD_MLSTM_BACKWARD (wgmma, mma), XD_MLSTM_BACKWARD_SCANS (overlap, serial).
+std::string env_choice(const char* name) {
+  const char* env = std::getenv(name);
+  return env ? env : "";
+}
+
+bool wgmma_by_default(int64_t Dk, int64_t Dv) {
+  return env_choice("XD_MLSTM_WGMMA") == "on" &&
          xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
 }
 
-// XD_MLSTM_SCAN=wgmma: the chunk scans (the backward's two) on warpgroup tensor cores
-// (kernels/sm90a/mlstm_wgmma_scan.cu), under the wgmma forward's conditions.
-bool wgmma_scan(int64_t Dk, int64_t Dv) {
-  const char* env = std::getenv("XD_MLSTM_SCAN");
-  return env && std::string(env) == "wgmma" &&
-         xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
+// One piece's choice: its switch when set, else the default.
+bool wgmma_piece(const char* name, int64_t Dk, int64_t Dv) {
+  const std::string choice = env_choice(name);
+  if (!choice.empty())
+    return choice == "wgmma" && xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
+  return wgmma_by_default(Dk, Dv);
 }
 
-// XD_MLSTM_BACKWARD=wgmma: the per-chunk gradients on warpgroup tensor cores
-// (kernels/sm90a/mlstm_wgmma_backward.cu), under the wgmma forward's conditions.
-bool wgmma_backward(int64_t Dk, int64_t Dv) {
-  const char* env = std::getenv("XD_MLSTM_BACKWARD");
-  return env && std::string(env) == "wgmma" &&
-         xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
-}
+// The one-kernel forward (kernels/sm90a/mlstm_wgmma_forward.cu).
+bool wgmma_forward(int64_t Dk, int64_t Dv) { return wgmma_piece("XD_MLSTM_FORWARD", Dk, Dv); }
+// The chunk scans, the backward's two (kernels/sm90a/mlstm_wgmma_scan.cu).
+bool wgmma_scan(int64_t Dk, int64_t Dv) { return wgmma_piece("XD_MLSTM_SCAN", Dk, Dv); }
+// The per-chunk gradients (kernels/sm90a/mlstm_wgmma_backward.cu).
+bool wgmma_backward(int64_t Dk, int64_t Dv) { return wgmma_piece("XD_MLSTM_BACKWARD", Dk, Dv); }
 
-// XD_MLSTM_BACKWARD_SCANS=overlap: the backward's recompute of the forward states runs
-// on a side stream beside the reverse scan (both walk their heads' chunks in series and
-// neither fills the GPU's memory bandwidth alone).
-bool overlapped_scans() {
-  const char* env = std::getenv("XD_MLSTM_BACKWARD_SCANS");
-  return env && std::string(env) == "overlap";
+// The backward's recompute of the forward states on a side stream beside the reverse
+// scan (both walk their heads' chunks in series and neither fills the GPU's memory
+// bandwidth alone): the default with the warpgroup scans (by_default).
+bool overlapped_scans(bool by_default) {
+  const std::string choice = env_choice("XD_MLSTM_BACKWARD_SCANS");
+  return choice.empty() ? by_default : choice == "overlap";
 }
 
 // XD_MLSTM_GATE=sequential selects the one-thread-per-head gate kernel.
@@ -414,7 +421,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   // below does not need them: with overlapped_scans() the two run side by side.
   at::Tensor states, vecs, C_S, n_S;
   const auto main_stream = at::cuda::getCurrentCUDAStream();
-  const bool overlap = overlapped_scans();
+  const bool overlap = overlapped_scans(path == Path::Mma && wgmma_scan(dm.Dk, dm.Dv));
   at::cuda::CUDAEvent inputs_ready, states_done;
   {
     c10::optional<c10::cuda::CUDAStreamGuard> on_side;

@@ -182,6 +182,15 @@ TEST(MlstmCuda, BFloat16MatchesFloat64Oracle) {
   for (size_t n = 0; n < kCases.size(); ++n) check_case(kCases[n], at::kBFloat16, 1e-2, 200 + n);
 }
 
+// Every warpgroup kernel at once (XD_MLSTM_WGMMA=on: forward, scans overlapped,
+// backward) on the oracle's draws of the default kernels' test.
+TEST(MlstmCuda, WgmmaKernelsMatchFloat64Oracle) {
+  XD_REQUIRE_SM90();
+  setenv("XD_MLSTM_WGMMA", "on", 1);
+  for (size_t n = 0; n < kCases.size(); ++n) check_case(kCases[n], at::kBFloat16, 1e-2, 200 + n);
+  unsetenv("XD_MLSTM_WGMMA");
+}
+
 // Small bf16 cases (tensor-core kernels) for compute-sanitizer runs.
 TEST(MlstmCuda, BFloat16Small) {
   XD_REQUIRE_CUDA();
@@ -222,6 +231,7 @@ TEST(MlstmCuda, FusedForwardMatchesFloat64Oracle) {
 TEST(MlstmCuda, WgmmaForwardMatchesFloat64Oracle) {
   XD_REQUIRE_SM90();
   const std::vector<Case> cases = with_wide_cases();
+  setenv("XD_MLSTM_WGMMA", "off", 1);  // the forward alone on wgmma
   setenv("XD_MLSTM_FORWARD", "wgmma", 1);
   for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1200 + n);
   setenv("XD_MLSTM_H_RESIDUE", "on", 1);
@@ -232,14 +242,16 @@ TEST(MlstmCuda, WgmmaForwardMatchesFloat64Oracle) {
   // roundings fall.
   expect_pieces_equal_one_call(at::kBFloat16, 1230, 5e-3, "wgmma");
   unsetenv("XD_MLSTM_FORWARD");
+  unsetenv("XD_MLSTM_WGMMA");
 }
 
 // The chunk scans on warpgroup tensor cores (XD_MLSTM_SCAN=wgmma: the backward's states
-// recompute and reverse scan; hi + lo operands like mlstm_mma_scan.cu), with the default
-// forward and with the wgmma forward, and the two scans overlapped.
+// recompute and reverse scan; hi + lo operands like mlstm_mma_scan.cu) between the
+// mma.sync kernels, then with the wgmma forward and the two scans overlapped.
 TEST(MlstmCuda, WgmmaScansMatchFloat64Oracle) {
   XD_REQUIRE_SM90();
   const std::vector<Case> cases = with_wide_cases();
+  setenv("XD_MLSTM_WGMMA", "off", 1);
   setenv("XD_MLSTM_SCAN", "wgmma", 1);
   for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1400 + n);
   setenv("XD_MLSTM_FORWARD", "wgmma", 1);
@@ -248,15 +260,18 @@ TEST(MlstmCuda, WgmmaScansMatchFloat64Oracle) {
   unsetenv("XD_MLSTM_BACKWARD_SCANS");
   unsetenv("XD_MLSTM_FORWARD");
   unsetenv("XD_MLSTM_SCAN");
+  unsetenv("XD_MLSTM_WGMMA");
 }
 
 // The per-chunk gradients on warpgroup tensor cores (XD_MLSTM_BACKWARD=wgmma: the
 // mma.sync backward's arithmetic, hi + lo operands for C, dC and the weighted scores),
-// after the default forward, then with every warpgroup kernel (forward, scans, backward)
-// and the scans overlapped. Dk = 16 and Dv = 48 leave zero-padded k-steps and columns.
+// between the mma.sync kernels, then with every warpgroup kernel (forward, scans,
+// backward) and the scans overlapped. Dk = 16 and Dv = 48 leave zero-padded k-steps and
+// columns.
 TEST(MlstmCuda, WgmmaBackwardMatchesFloat64Oracle) {
   XD_REQUIRE_SM90();
   const std::vector<Case> cases = with_wide_cases();
+  setenv("XD_MLSTM_WGMMA", "off", 1);
   setenv("XD_MLSTM_BACKWARD", "wgmma", 1);
   for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1500 + n);
   setenv("XD_MLSTM_FORWARD", "wgmma", 1);
@@ -267,6 +282,7 @@ TEST(MlstmCuda, WgmmaBackwardMatchesFloat64Oracle) {
   unsetenv("XD_MLSTM_SCAN");
   unsetenv("XD_MLSTM_FORWARD");
   unsetenv("XD_MLSTM_BACKWARD");
+  unsetenv("XD_MLSTM_WGMMA");
 }
 
 // The backward's states recompute on a side stream (XD_MLSTM_BACKWARD_SCANS=overlap)
@@ -278,6 +294,7 @@ TEST(MlstmCuda, OverlappedBackwardScansEqualSerial) {
     const Case& c = cases[n];
     const auto in = bf16_cuda_draw(c, 1300 + n);
     test::MlstmFn op = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+    setenv("XD_MLSTM_BACKWARD_SCANS", "serial", 1);
     const auto serial = test::run_with_grads(op, in, 1310 + n);
     setenv("XD_MLSTM_BACKWARD_SCANS", "overlap", 1);
     const auto overlapped = test::run_with_grads(op, in, 1310 + n);
@@ -303,6 +320,7 @@ TEST(MlstmCuda, BFloat16WithHResidueMatchesFloat64Oracle) {
 // inside the oracle's bound (and are usually bit-identical).
 TEST(MlstmCuda, FusedForwardEqualsTwoKernelForward) {
   XD_REQUIRE_CUDA();
+  setenv("XD_MLSTM_WGMMA", "off", 1);  // mma.sync kernels on both sides
   std::vector<Case> cases{kCases[0], kCases[1], kCases[5], {2, 70, 130, 128, 128, true, 64}};
   for (size_t n = 0; n < cases.size(); ++n) {
     const Case& c = cases[n];
@@ -325,6 +343,7 @@ TEST(MlstmCuda, FusedForwardEqualsTwoKernelForward) {
         expect_close(fused.grads[j], two_kernel.grads[j], 1e-3, test::mlstm_grad_name(j));
     }
   }
+  unsetenv("XD_MLSTM_WGMMA");
 }
 
 // The tensor-core scan with the state's columns split over blocks when the heads are
@@ -332,9 +351,11 @@ TEST(MlstmCuda, FusedForwardEqualsTwoKernelForward) {
 // 32 columns, Dv = 48 and 96 a partial last slice; forward and reverse scans.
 TEST(MlstmCuda, ScanColumnSlicesMatchFloat64Oracle) {
   XD_REQUIRE_CUDA();
+  setenv("XD_MLSTM_WGMMA", "off", 1);  // the slices are the mma.sync scan's
   setenv("XD_MLSTM_SCAN_SLICES", "on", 1);
   for (size_t n = 0; n < 3; ++n) check_case(kCases[n], at::kBFloat16, 1e-2, 900 + n);
   unsetenv("XD_MLSTM_SCAN_SLICES");
+  unsetenv("XD_MLSTM_WGMMA");
 }
 
 // A slice only partitions the state's columns, each computed as before: outputs, final
@@ -342,6 +363,7 @@ TEST(MlstmCuda, ScanColumnSlicesMatchFloat64Oracle) {
 // 64-column slices on an H100/H200, B H = 6 and 4 take 32).
 TEST(MlstmCuda, ScanColumnSlicesEqualOneBlockPerHead) {
   XD_REQUIRE_CUDA();
+  setenv("XD_MLSTM_WGMMA", "off", 1);  // the slices are the mma.sync scan's
   std::vector<Case> cases{kCases[0], kCases[2], {2, 40, 130, 128, 128, true, 64}};
   for (size_t n = 0; n < cases.size(); ++n) {
     const Case& c = cases[n];
@@ -360,6 +382,7 @@ TEST(MlstmCuda, ScanColumnSlicesEqualOneBlockPerHead) {
       EXPECT_TRUE(torch::equal(sliced.grads[j], whole.grads[j])) << name(c, at::kBFloat16) << " "
                                                                  << test::mlstm_grad_name(j);
   }
+  unsetenv("XD_MLSTM_WGMMA");
 }
 
 // The fp32 FMA kernels for bf16 inputs (XD_MLSTM_KERNELS=fma), kept selectable

@@ -15,6 +15,8 @@
 #                  decode step at B=8, the prefill at B=1 16K, one step of each training stage
 #   profile-train  only the training steps of profile (both stages, top 30 kernels each)
 #   sanitize-train compute-sanitizer memcheck over the training-step kernels' GPU tests
+#   sanitize-kernels  the same over the mLSTM (mma.sync and warpgroup) and window kernels
+#                  at small shapes
 #   ncu-decode     Nsight Compute counters of the 41st student decode-mixer launch of a
 #                  --batch 8 bench (on 2026-12-07 that launch had B=1: 64 blocks)
 #   ncu-window     Nsight Compute kernel durations of one mLSTM and one window (cuDNN)
@@ -159,6 +161,18 @@ for part in "$@"; do
       rc=$?
       tail -4 "$OUT/sanitize_train.log"
       row sanitize-train "rc=$rc" $(( $(date +%s) - start )) "sanitize_train.log"
+      ;;
+    sanitize-kernels)
+      # memcheck over the mLSTM and window kernels at small shapes, the warpgroup mLSTM
+      # kernels included (MlstmCuda.WgmmaSmall, compute capability 9.0).
+      TO=build-device/tests/ops/test_ops_cuda
+      [[ -z "$TESTS_DIR" ]] || TO="$TESTS_DIR/test_ops_cuda"
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$TO" \
+        --gtest_filter='MlstmCuda.BFloat16Small:MlstmCuda.WgmmaSmall:WindowCuda.BFloat16MatchesDenseOracle' \
+        > "$OUT/sanitize_kernels.log" 2>&1
+      rc=$?
+      tail -4 "$OUT/sanitize_kernels.log"
+      row sanitize-kernels "rc=$rc" $(( $(date +%s) - start )) "$(gtest_counts "$OUT/sanitize_kernels.log")"
       ;;
     ncu-decode)
       # Hardware counters of one launch of the student's decode mixer kernel (check its

@@ -198,6 +198,15 @@ TEST(MlstmCuda, BFloat16Small) {
   check_case(kCases[3], at::kBFloat16, 1e-2, 601);
 }
 
+// The same small cases on every warpgroup kernel (XD_MLSTM_WGMMA=on), for compute-sanitizer.
+TEST(MlstmCuda, WgmmaSmall) {
+  XD_REQUIRE_SM90();
+  setenv("XD_MLSTM_WGMMA", "on", 1);
+  check_case(kCases[0], at::kBFloat16, 1e-2, 600);
+  check_case(kCases[3], at::kBFloat16, 1e-2, 601);
+  unsetenv("XD_MLSTM_WGMMA");
+}
+
 // The tensor-core forward that reads split-bf16 chunk states (XD_MLSTM_FORWARD=split_states).
 TEST(MlstmCuda, BFloat16SplitStatesForwardMatchesFloat64Oracle) {
   XD_REQUIRE_CUDA();

@@ -103,6 +103,10 @@ struct BackwardChunkParams {
   // decay is GateTablesParams' [BH,NC].
   float* dlf_cross;
   const float* decay;
+  // mlstm_backward_chunk_wgmma only: 0, or G > 0 when only the states of chunks 0, G,
+  // 2G, ... are in states / state_vecs (mlstm_chunk_scan_wgmma's state_every) and the
+  // kernel carries C and n between them itself.
+  int segment;
 };
 
 // The bf16 forward in one kernel (mlstm_mma_fused_forward.cu): the forward scan
@@ -208,7 +212,10 @@ void mlstm_fused_forward_mma(const FusedForwardParams& p, cudaStream_t stream);
 bool mlstm_wgmma_supported(int Dk, int Dv);
 // The chunk scan on warpgroup tensor cores (sm90a/mlstm_wgmma_scan.cu): the contract of
 // mlstm_chunk_scan_mma without split_states, under mlstm_wgmma_supported.
-void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream);
+// state_every = G > 1 (a power of two, forward direction): only the states of chunks 0,
+// G, 2G, ... are stored, in their places of [BH,NC,...] (the checkpoints of the walking
+// wgmma backward, BackwardChunkParams::segment); the other places are not written.
+void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream, int state_every = 1);
 void mlstm_fused_forward_wgmma(const FusedForwardParams& p, cudaStream_t stream);
 // The per-chunk gradients on warpgroup tensor cores (sm90a/mlstm_wgmma_backward.cu): the
 // contract of mlstm_backward_chunk_mma, under mlstm_wgmma_supported.

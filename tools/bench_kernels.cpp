@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
                                 Variant{"xd_mlstm_mma_sync_wgmma_backward", "off", "", "", "", "wgmma"},
                                 Variant{"xd_mlstm_wgmma", "on"},
                                 Variant{"xd_mlstm_wgmma_serial_scans", "on", "", "serial"},
+                                Variant{"xd_mlstm_wgmma_walk", "on", "", "", "", "wgmma_walk"},
                                 Variant{"xd_mlstm_wgmma_two_kernel_forward", "on", "two_kernel"}};
   if (with_fma) variants.push_back(Variant{"xd_mlstm_mma_sync_fused_forward_overlap", "off", "fused_overlap"});
   if (with_fma) variants.push_back(Variant{"xd_mlstm_fp32_fma", "off", "", "", "", "", "fma"});

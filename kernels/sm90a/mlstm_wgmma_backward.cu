@@ -1,361 +1,179 @@
-// Per-chunk gradients on warpgroup tensor cores (wgmma, sm_90a): mlstm_backward_chunk_wgmma,
-// the contract and the arithmetic of mlstm_backward_chunk_mma (BackwardChunkParams, bf16,
-// chunk 64), with each product issued once per warpgroup instead of once per warp.
-//
-// One block = two warpgroups = one (chunk, head). With D_tj = exp(row_log_t + col_log_j)
-// (j <= t), in three phases:
-//   1. A_tj = scale D_tj (inv_den_t (dh_t.v_j) + ddn_t)     warpgroup 0
-//      B_tj = scale D_tj inv_den_t (q_t.k_j)                 warpgroup 1
-//      formed in fp32 accumulators from exact bf16 products (the normaliser's cancelling
-//      dP + ddn meet in fp32), stored as bf16 hi + lo. C_{k-1} (fp32, fetched into
-//      registers while the scores run) is split hi + lo into shared memory.
-//   2. dq = scale s_t (inv_den_t dh C^T + ddn_t n) + A K    warpgroup w: columns 64 w..
-//      dC_k is fetched into registers meanwhile, then replaces C.
-//   3. dk = w_j (v dC^T + dn) + A^T q                       warpgroup 0
-//      dv = w_j k dC + B^T dh                                warpgroup 1
-// A^T and B^T come from their tiles through ldmatrix.trans as register operands; K, q,
-// dh and dC as MN-major operands of the row-major core-block tiles (wgmma.cuh). q.dq and
-// k.dk (the gates' sums) are taken from the fp32 accumulators, as in the mma.sync kernel.
-#include <cuda_bf16.h>
-
-#include "mlstm_mma.cuh"
-#include "mlstm_params.h"
-#include "wgmma.cuh"
+// The per-chunk mLSTM gradients on warpgroup tensor cores (wgmma, sm_90a):
+// mlstm_backward_chunk_wgmma, the contract and the arithmetic of mlstm_backward_chunk_mma
+// (BackwardChunkParams, bf16, chunk 64), with each product issued once per warpgroup
+// instead of once per warp. The phases are in mlstm_wgmma_backward.cuh; two kernels
+// drive them:
+// - per chunk (p.segment == 0): one block per (chunk, head), C_{k-1} and dC_k read from
+//   the scans' fp32 states, each fetched into registers while the phase before it runs;
+// - walking (p.segment = G): one block per (G chunks, head), starting from the state
+//   checkpoint that the states recompute wrote every G chunks (ChunkScanParams::
+//   state_every) and carrying C and n forward through its chunks in registers, in the
+//   wgmma scan's arithmetic (bit for bit the states it would have written). The
+//   recompute then writes 1/G of the states and this kernel reads none of them: at
+//   B=8 H=32 S=4096, 2.1 GB less traffic than the per-chunk path.
+#include "mlstm_wgmma_backward.cuh"
+#include "mlstm_wgmma_state.cuh"
 
 namespace xd::kernels {
 namespace {
 
-using mma::bf16;
-constexpr int kThreads = 256;  // two warpgroups
-constexpr int kL = 64;         // chunk
-constexpr int kD = 128;        // head dimensions held (zero-padded)
+using namespace wgmma_backward;
 
-struct Smem {
-  bf16 q[kL * kD], k[kL * kD], v[kL * kD], dh[kL * kD];  // [t][d], core blocks
-  bf16 st_hi[kD * kD], st_lo[kD * kD];                    // C_{k-1}, then dC_k: [d][e]
-  bf16 a_hi[kL * kL], a_lo[kL * kL], b_hi[kL * kL], b_lo[kL * kL];  // [t][j]
-  float n[kD], dn[kD];
-  float row_log[kL], col_log[kL], carry[kL], key_w[kL], inv_den[kL], ddn[kL];
-  float qdot[2][kL], kdot[2][kL];  // the two warpgroups' column halves
-};
-
-using mma::pack;
-using mma::unpack;
-__device__ __forceinline__ int blk(int row, int col, int cols) { return wgmma::core_index(row, col, cols); }
-
-// K-major operand: rows r0..r0+63 of a tile of `cols` columns, K columns 16 s...
-template <int cols>
-__device__ __forceinline__ uint64_t k_major(const bf16* tile, int r0, int s) {
-  return wgmma::descriptor(tile + blk(r0, 16 * s, cols), wgmma::kCoreBytes, (cols / 8) * wgmma::kCoreBytes);
-}
-// MN-major operand: K rows 16 s.., N columns n0..n0+63 of a row-major tile of `cols` columns.
-template <int cols>
-__device__ __forceinline__ uint64_t mn_major(const bf16* tile, int s, int n0) {
-  return wgmma::descriptor(tile + blk(16 * s, n0, cols), (cols / 8) * wgmma::kCoreBytes, wgmma::kCoreBytes);
+// After dq: dC_k replaces C_{k-1} in the state tiles and q.dq goes out; ends on a barrier.
+__device__ __forceinline__ void publish_state_gradient(Smem& sm, const BackwardChunkParams& p,
+                                                       const StatePrefetch& dstate, int bh, int c0) {
+  const int tid = threadIdx.x;
+  __syncthreads();  // C is no longer read
+  dstate.store_split(sm.st_hi, sm.st_lo);
+  if (tid < kL && c0 + tid < p.S) p.q_dot_dq[(size_t)bh * p.S + c0 + tid] = sm.qdot[0][tid] + sm.qdot[1][tid];
+  wgmma::fence_shared_for_async();
+  __syncthreads();
 }
 
-// A Dk x Dv fp32 state in two steps, so that its loads overlap a phase: load() fetches
-// this thread's share into registers, store_split() writes the hi/lo core-block tiles.
-// Element (8 i + (lane / 2) % 8, 16 warp + 4 (lane % 2) + 8 (lane / 16)): the 16 lanes of
-// a half-warp fill one core matrix (128 contiguous bytes) per store.
-struct StatePrefetch {
-  float4 x[kD / 8];
-  __device__ __forceinline__ int row(int i) const { return 8 * i + (threadIdx.x % 32 / 2) % 8; }
-  __device__ __forceinline__ int col() const {
-    const int lane = threadIdx.x % 32;
-    return 16 * (threadIdx.x / 32) + 4 * (lane % 2) + 8 * (lane / 16);
-  }
-  __device__ __forceinline__ void load(const float* src, int Dk, int Dv) {
-    const int c = col();
-#pragma unroll
-    for (int i = 0; i < kD / 8; ++i) {
-      const int r = row(i);
-      x[i] = r < Dk && c < Dv ? __ldg(reinterpret_cast<const float4*>(src + (size_t)r * Dv + c))
-                              : make_float4(0.f, 0.f, 0.f, 0.f);
-    }
-  }
-  __device__ __forceinline__ void store_split(bf16* hi, bf16* lo) const {
-    const int c = col();
-#pragma unroll
-    for (int i = 0; i < kD / 8; ++i) {
-      uint2 h, l;
-      mma::split2(x[i].x, x[i].y, h.x, l.x);
-      mma::split2(x[i].z, x[i].w, h.y, l.y);
-      const int at = blk(row(i), c, kD);
-      *reinterpret_cast<uint2*>(hi + at) = h;
-      *reinterpret_cast<uint2*>(lo + at) = l;
-    }
-  }
-};
+// k.dk out (after the barrier that follows dk_dv_phase).
+__device__ __forceinline__ void write_k_dot(const Smem& sm, const BackwardChunkParams& p, int bh, int c0) {
+  const int tid = threadIdx.x;
+  if (tid < kL && c0 + tid < p.S) p.k_dot_dk[(size_t)bh * p.S + c0 + tid] = sm.kdot[0][tid] + sm.kdot[1][tid];
+}
 
-__global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_backward_kernel(BackwardChunkParams p) {
+__global__ void __launch_bounds__(kThreads, 1) per_chunk_kernel(BackwardChunkParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
-  const int wg = warp / 4;
-  const int ra = 16 * (warp % 4) + g, rb = ra + 8;  // this thread's accumulator rows
+  const int tid = threadIdx.x;
   const int chunk = blockIdx.x, bh = blockIdx.y, c0 = chunk * kL;
   const size_t pos = (size_t)bh * p.S_pad + c0;
   const size_t qk_off = (size_t)bh * p.S * p.Dk, v_off = (size_t)bh * p.S * p.Dv;
   const size_t mat = ((size_t)bh * p.NC + chunk) * p.Dk * p.Dv;
   const size_t vec = ((size_t)bh * p.NC + chunk) * p.Dk;
-  // k-steps over the head dimensions: one count for every product (the tiles are
-  // zero-padded), so that no product sits on a path that differs between warpgroups
-  // (ptxas would serialise every wgmma of the kernel).
-  const int steps = (max(p.Dk, p.Dv) + 15) / 16;
 
-  {  // q, k, v, dh rows c0.. into core blocks: copy i is row 16 i + 8 (tid / 128) + tid % 8,
-     // segment (tid / 8) % 16; zero beyond S, Dk, Dv.
-    const int row0 = 8 * (tid / 128) + tid % 8, seg = (tid / 8) % 16;
-    const bool qk_ok = 8 * seg < p.Dk, v_ok = 8 * seg < p.Dv;
-#pragma unroll
-    for (int i = 0; i < kL / 16; ++i) {
-      const int r = 16 * i + row0, t = c0 + r, dst = blk(r, 8 * seg, kD);
-      const bool in = t < p.S;
-      const size_t qk_src = in && qk_ok ? qk_off + (size_t)t * p.Dk + 8 * seg : 0;
-      const size_t v_src = in && v_ok ? v_off + (size_t)t * p.Dv + 8 * seg : 0;
-      mma::cp_async16(sm.q + dst, static_cast<const bf16*>(p.q) + qk_src, in && qk_ok);
-      mma::cp_async16(sm.k + dst, static_cast<const bf16*>(p.k) + qk_src, in && qk_ok);
-      mma::cp_async16(sm.v + dst, static_cast<const bf16*>(p.v) + v_src, in && v_ok);
-      mma::cp_async16(sm.dh + dst, static_cast<const bf16*>(p.dh) + v_src, in && v_ok);
-    }
-    mma::cp_async_commit();
-  }
-  StatePrefetch state;  // C_{k-1} flies during phase 1, dC_k during phase 2
+  copy_tiles(sm, p, c0, qk_off, v_off);
+  StatePrefetch state;  // C_{k-1} flies during the scores, dC_k during dq
   state.load(p.states + mat, p.Dk, p.Dv);
   if (tid < kD) {
     sm.n[tid] = tid < p.Dk ? p.state_vecs[vec + tid] : 0.f;
     sm.dn[tid] = tid < p.Dk ? p.dstate_vecs[vec + tid] : 0.f;
   }
-  if (tid < kL) {
-    sm.row_log[tid] = p.row_log[pos + tid];
-    sm.col_log[tid] = p.col_log[pos + tid];
-    sm.carry[tid] = p.carry_w[pos + tid];
-    sm.key_w[tid] = p.key_w[pos + tid];
-    sm.inv_den[tid] = p.inv_den[pos + tid];
-    sm.ddn[tid] = p.ddn[pos + tid];
-  }
+  copy_tables(sm, p, pos);
   mma::cp_async_wait<0>();
   wgmma::fence_shared_for_async();
   __syncthreads();
 
-  {  // Phase 1: A = scores of dh and v (warpgroup 0), B = scores of q and k (warpgroup 1).
-    const bool is_a = wg == 0;
-    const bf16* x = is_a ? sm.dh : sm.q;
-    const bf16* y = is_a ? sm.v : sm.k;
-    float s[32];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) s[i] = 0.f;
-    wgmma::fence_operands(s);
-    wgmma::fence();
-#pragma unroll
-    for (int st = 0; st < kD / 16; ++st)
-      if (st < steps) wgmma::mma_m64n64k16(s, k_major<kD>(x, 0, st), k_major<kD>(y, 0, st), st > 0);
-    wgmma::commit();
-    wgmma::wait<0>();
-    wgmma::fence_operands(s);
-    const float la = sm.row_log[ra], lb = sm.row_log[rb], ia = sm.inv_den[ra], ib = sm.inv_den[rb];
-    const float da = sm.ddn[ra], db = sm.ddn[rb];
-    bf16* hi = is_a ? sm.a_hi : sm.b_hi;
-    bf16* lo = is_a ? sm.a_lo : sm.b_lo;
-#pragma unroll
-    for (int jj = 0; jj < kL / 8; ++jj)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int row = h ? rb : ra, j = 8 * jj + 2 * tq;
-        float x2[2];
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const float d = j + e <= row ? p.scale * expf((h ? lb : la) + sm.col_log[j + e]) : 0.f;
-          const float c = s[4 * jj + 2 * h + e], inv = h ? ib : ia;
-          x2[e] = is_a ? d * fmaf(inv, c, h ? db : da) : d * inv * c;
-        }
-        uint32_t wh, wl;
-        mma::split2(x2[0], x2[1], wh, wl);
-        *reinterpret_cast<uint32_t*>(hi + blk(row, j, kL)) = wh;
-        *reinterpret_cast<uint32_t*>(lo + blk(row, j, kL)) = wl;
-      }
-  }
+  scores_phase(sm, p);
   state.store_split(sm.st_hi, sm.st_lo);
   wgmma::fence_shared_for_async();
   __syncthreads();
   state.load(p.dstates + mat, p.Dk, p.Dv);
+  dq_phase(sm, p, c0, qk_off);
+  publish_state_gradient(sm, p, state, bh, c0);
+  dk_dv_phase(sm, p, c0, qk_off, v_off);
+  __syncthreads();
+  write_k_dot(sm, p, bh, c0);
+}
 
-  {  // Phase 2: dq, columns d0.. of warpgroup wg.
-    const int d0 = 64 * wg;  // past Dk: zero operands, nothing stored
-    {
-      float acc[32];
+// The walk's C: this warpgroup's 64 state columns in two 64 x 64 accumulator tiles, element
+// i of tile mt at row 64 mt + (i % 4 < 2 ? ra : rb), column 64 wg + 8 (i / 4) + 2 tq + i % 2.
+struct WalkState {
+  float c[2][32];
+  float n_d;  // n's element tid (threads 0..127; zero past Dk)
+
+  __device__ __forceinline__ int col(const Lane& t, int i) const { return 64 * t.wg + 8 * (i / 4) + 2 * t.tq + i % 2; }
+  __device__ __forceinline__ int row(const Lane& t, int mt, int i) const { return 64 * mt + (i % 4 < 2 ? t.ra : t.rb); }
+
+  __device__ __forceinline__ void load(const float* mat, const float* vec, const Lane& t, int Dk, int Dv) {
 #pragma unroll
-      for (int i = 0; i < 32; ++i) acc[i] = 0.f;
-      wgmma::fence_operands(acc);
-      wgmma::fence();
-#pragma unroll
-      for (int st = 0; st < kD / 16; ++st)
-        if (st < steps) wgmma::mma_m64n64k16(acc, k_major<kD>(sm.dh, 0, st), k_major<kD>(sm.st_lo, d0, st), st > 0);
-#pragma unroll
-      for (int st = 0; st < kD / 16; ++st)
-        if (st < steps) wgmma::mma_m64n64k16(acc, k_major<kD>(sm.dh, 0, st), k_major<kD>(sm.st_hi, d0, st), true);
-      wgmma::commit();
-      // A's fragments (rows t of this warp, k-steps over j) while dh C^T runs.
-      uint32_t ah[4][4], al[4][4];
-      const int a_base = blk(16 * (warp % 4) + lane % 16, 8 * (lane / 16), kL);
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        mma::ldsm_x4(ah[kk], sm.a_hi + a_base + kk * 2 * 64);
-        mma::ldsm_x4(al[kk], sm.a_lo + a_base + kk * 2 * 64);
-      }
-      wgmma::wait<0>();
-      wgmma::fence_operands(acc);
-      const float wa = p.scale * sm.carry[ra], wb = p.scale * sm.carry[rb];
-      const float ia = sm.inv_den[ra], ib = sm.inv_den[rb], da = sm.ddn[ra], db = sm.ddn[rb];
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
       for (int i = 0; i < 32; ++i) {
-        const float nd = sm.n[d0 + 8 * (i / 4) + 2 * tq + i % 2];
-        acc[i] = i % 4 < 2 ? wa * fmaf(ia, acc[i], da * nd) : wb * fmaf(ib, acc[i], db * nd);
+        const int d = row(t, mt, i), e = col(t, i);
+        c[mt][i] = d < Dk && e < Dv ? mat[(size_t)d * Dv + e] : 0.f;
       }
-      wgmma::fence_operands(acc);
-      wgmma::fence();
+    n_d = t.tid < Dk ? vec[t.tid] : 0.f;
+  }
+
+  // C hi + lo into the state tiles, n into sm.n.
+  __device__ __forceinline__ void store(Smem& sm, const Lane& t) const {
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n64k16_rs(acc, al[kk], mn_major<kD>(sm.k, kk, d0), true);
+    for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n64k16_rs(acc, ah[kk], mn_major<kD>(sm.k, kk, d0), true);
-      wgmma::commit();
+      for (int i = 0; i < 32; i += 2) {
+        uint32_t h, l;
+        mma::split2(c[mt][i], c[mt][i + 1], h, l);
+        const int at = blk(row(t, mt, i), col(t, i), kD);
+        *reinterpret_cast<uint32_t*>(sm.st_hi + at) = h;
+        *reinterpret_cast<uint32_t*>(sm.st_lo + at) = l;
+      }
+    if (t.tid < kD) sm.n[t.tid] = n_d;
+  }
+
+  // C <- decay C + (w o k)^T V and n <- decay n + k^T w with this chunk's k, V and key
+  // weights: the wgmma scan's step (mlstm_wgmma_state.cuh) on this warpgroup's slice.
+  __device__ __forceinline__ void advance(const Smem& sm, const Lane& t, float decay) {
+    const int base = wgmma_state::transposed_base(t.warp % 4, t.lane);
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int i = 0; i < 32; ++i) c[mt][i] *= decay;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      uint32_t hi[4][4], lo[4][4];
+      wgmma_state::weighted_rows(hi, lo, sm.k, base, mt, sm.key_w, 1.f, t.tq);
+      wgmma_state::add_products(c[mt], hi, lo, [&](int kk) { return mn_major<kD>(sm.v, kk, 64 * t.wg); });
+      // n while the first tile's products run (every thread takes column tid % 128, so that
+      // no branch sits between the warpgroups' products; threads 0..127 keep theirs)
+      if (mt == 0) n_d = wgmma_state::vector_step(n_d, decay, 1.f, sm.key_w, sm.k, t.tid % kD);
       wgmma::wait<0>();
-      wgmma::fence_operands(acc);
-      bf16* dq = static_cast<bf16*>(p.dq) + qk_off;
-      float qa = 0.f, qb = 0.f;
-#pragma unroll
-      for (int jj = 0; jj < 8; ++jj) {
-        const int d = d0 + 8 * jj + 2 * tq;
-        if (d >= p.Dk) break;
-        const float2 xa = unpack(*reinterpret_cast<const uint32_t*>(sm.q + blk(ra, d, kD)));
-        const float2 xb = unpack(*reinterpret_cast<const uint32_t*>(sm.q + blk(rb, d, kD)));
-        qa = fmaf(xa.x, acc[4 * jj], fmaf(xa.y, acc[4 * jj + 1], qa));
-        qb = fmaf(xb.x, acc[4 * jj + 2], fmaf(xb.y, acc[4 * jj + 3], qb));
-        if (c0 + ra < p.S) *reinterpret_cast<uint32_t*>(dq + (size_t)(c0 + ra) * p.Dk + d) = pack(acc[4 * jj], acc[4 * jj + 1]);
-        if (c0 + rb < p.S)
-          *reinterpret_cast<uint32_t*>(dq + (size_t)(c0 + rb) * p.Dk + d) = pack(acc[4 * jj + 2], acc[4 * jj + 3]);
-      }
-#pragma unroll
-      for (int off = 1; off < 4; off <<= 1) {
-        qa += __shfl_xor_sync(0xffffffffu, qa, off);
-        qb += __shfl_xor_sync(0xffffffffu, qb, off);
-      }
-      if (tq == 0) {
-        sm.qdot[wg][ra] = qa;
-        sm.qdot[wg][rb] = qb;
-      }
+      wgmma::fence_operands(c[mt]);
     }
   }
-  __syncthreads();  // C is no longer read
-  state.store_split(sm.st_hi, sm.st_lo);
-  if (tid < kL && c0 + tid < p.S) p.q_dot_dq[(size_t)bh * p.S + c0 + tid] = sm.qdot[0][tid] + sm.qdot[1][tid];
-  wgmma::fence_shared_for_async();
-  __syncthreads();
+};
 
-  // Phase 3: dk and dv, columns d0.. of warpgroup wg (both warpgroups run the same
-  // instructions: a branch between them would serialise the products, see the top).
-  const int d0 = 64 * wg;
-  float dk[32], dv[32];
-#pragma unroll
-  for (int i = 0; i < 32; ++i) dk[i] = dv[i] = 0.f;
-  wgmma::fence_operands(dk);
-  wgmma::fence_operands(dv);
-  wgmma::fence();
-#pragma unroll
-  for (int st = 0; st < kD / 16; ++st)  // v dC^T: K = e
-    if (st < steps) wgmma::mma_m64n64k16(dk, k_major<kD>(sm.v, 0, st), k_major<kD>(sm.st_lo, d0, st), st > 0);
-#pragma unroll
-  for (int st = 0; st < kD / 16; ++st)
-    if (st < steps) wgmma::mma_m64n64k16(dk, k_major<kD>(sm.v, 0, st), k_major<kD>(sm.st_hi, d0, st), true);
-#pragma unroll
-  for (int st = 0; st < kD / 16; ++st)  // k dC: K = d
-    if (st < steps) wgmma::mma_m64n64k16_ss_mn(dv, k_major<kD>(sm.k, 0, st), mn_major<kD>(sm.st_lo, st, d0), st > 0);
-#pragma unroll
-  for (int st = 0; st < kD / 16; ++st)
-    if (st < steps) wgmma::mma_m64n64k16_ss_mn(dv, k_major<kD>(sm.k, 0, st), mn_major<kD>(sm.st_hi, st, d0), true);
-  wgmma::commit();
-  // A^T and B^T for rows j of this warp, k-steps over t, while the products run.
-  uint32_t ath[4][4], atl[4][4], bth[4][4], btl[4][4];
-  {
-    const int t_base = blk(lane % 8 + 8 * (lane / 16), 16 * (warp % 4) + 8 * ((lane / 8) % 2), kL);
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      const int at = t_base + kk * 2 * (kL / 8) * 64;
-      mma::ldsm_x4_trans(ath[kk], sm.a_hi + at);
-      mma::ldsm_x4_trans(atl[kk], sm.a_lo + at);
-      mma::ldsm_x4_trans(bth[kk], sm.b_hi + at);
-      mma::ldsm_x4_trans(btl[kk], sm.b_lo + at);
-    }
-  }
-  wgmma::wait<0>();
-  wgmma::fence_operands(dk);
-  wgmma::fence_operands(dv);
-  {
-    const float wa = sm.key_w[ra], wb = sm.key_w[rb];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const float w = i % 4 < 2 ? wa : wb;
-      dk[i] = w * (dk[i] + sm.dn[d0 + 8 * (i / 4) + 2 * tq + i % 2]);
-      dv[i] *= w;
-    }
-  }
-  wgmma::fence_operands(dk);
-  wgmma::fence_operands(dv);
-  wgmma::fence();
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n64k16_rs(dk, atl[kk], mn_major<kD>(sm.q, kk, d0), true);
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n64k16_rs(dk, ath[kk], mn_major<kD>(sm.q, kk, d0), true);
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n64k16_rs(dv, btl[kk], mn_major<kD>(sm.dh, kk, d0), true);
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) wgmma::mma_m64n64k16_rs(dv, bth[kk], mn_major<kD>(sm.dh, kk, d0), true);
-  wgmma::commit();
-  wgmma::wait<0>();
-  wgmma::fence_operands(dk);
-  wgmma::fence_operands(dv);
+__global__ void __launch_bounds__(kThreads, 1) walk_kernel(BackwardChunkParams p) {
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
+  const Lane t;
+  const int tid = t.tid, bh = blockIdx.y;
+  const int first = blockIdx.x * p.segment, last = min(p.NC, first + p.segment);
+  const size_t qk_off = (size_t)bh * p.S * p.Dk, v_off = (size_t)bh * p.S * p.Dv;
+  const size_t checkpoint = (size_t)bh * p.NC + first;
+  WalkState state;
+  state.load(p.states + checkpoint * p.Dk * p.Dv, p.state_vecs + checkpoint * p.Dk, t, p.Dk, p.Dv);
 
-  bf16* dk_out = static_cast<bf16*>(p.dk) + qk_off;
-  bf16* dv_out = static_cast<bf16*>(p.dv) + v_off;
-  float ka = 0.f, kb = 0.f;
-#pragma unroll
-  for (int jj = 0; jj < 8; ++jj) {
-    const int d = d0 + 8 * jj + 2 * tq;
-    const float* x = dk + 4 * jj;
-    const float* y = dv + 4 * jj;
-    if (d < p.Dk) {
-      const float2 ya = unpack(*reinterpret_cast<const uint32_t*>(sm.k + blk(ra, d, kD)));
-      const float2 yb = unpack(*reinterpret_cast<const uint32_t*>(sm.k + blk(rb, d, kD)));
-      ka = fmaf(ya.x, x[0], fmaf(ya.y, x[1], ka));
-      kb = fmaf(yb.x, x[2], fmaf(yb.y, x[3], kb));
-      if (c0 + ra < p.S) *reinterpret_cast<uint32_t*>(dk_out + (size_t)(c0 + ra) * p.Dk + d) = pack(x[0], x[1]);
-      if (c0 + rb < p.S) *reinterpret_cast<uint32_t*>(dk_out + (size_t)(c0 + rb) * p.Dk + d) = pack(x[2], x[3]);
-    }
-    if (d < p.Dv) {
-      if (c0 + ra < p.S) *reinterpret_cast<uint32_t*>(dv_out + (size_t)(c0 + ra) * p.Dv + d) = pack(y[0], y[1]);
-      if (c0 + rb < p.S) *reinterpret_cast<uint32_t*>(dv_out + (size_t)(c0 + rb) * p.Dv + d) = pack(y[2], y[3]);
-    }
+  for (int chunk = first; chunk < last; ++chunk) {
+    const int c0 = chunk * kL;
+    const size_t mat = ((size_t)bh * p.NC + chunk) * p.Dk * p.Dv;
+    const size_t vec = ((size_t)bh * p.NC + chunk) * p.Dk;
+    copy_tiles(sm, p, c0, qk_off, v_off);
+    if (tid < kD) sm.dn[tid] = tid < p.Dk ? p.dstate_vecs[vec + tid] : 0.f;
+    copy_tables(sm, p, (size_t)bh * p.S_pad + c0);
+    state.store(sm, t);  // C_{k-1}, n_{k-1}
+    mma::cp_async_wait<0>();
+    wgmma::fence_shared_for_async();
+    __syncthreads();
+
+    scores_phase(sm, p);
+    StatePrefetch dstate;  // dC_k flies during dq
+    dstate.load(p.dstates + mat, p.Dk, p.Dv);
+    __syncthreads();  // A, B in place
+    dq_phase(sm, p, c0, qk_off);
+    publish_state_gradient(sm, p, dstate, bh, c0);
+    dk_dv_phase(sm, p, c0, qk_off, v_off);
+    state.advance(sm, t, p.decay[(size_t)bh * p.NC + chunk]);
+    __syncthreads();  // every read of this chunk's tiles done before the next chunk's copies
+    write_k_dot(sm, p, bh, c0);
   }
-#pragma unroll
-  for (int off = 1; off < 4; off <<= 1) {
-    ka += __shfl_xor_sync(0xffffffffu, ka, off);
-    kb += __shfl_xor_sync(0xffffffffu, kb, off);
-  }
-  if (tq == 0) {
-    sm.kdot[wg][ra] = ka;
-    sm.kdot[wg][rb] = kb;
-  }
-  __syncthreads();
-  if (tid < kL && c0 + tid < p.S) p.k_dot_dk[(size_t)bh * p.S + c0 + tid] = sm.kdot[0][tid] + sm.kdot[1][tid];
 }
 
 }  // namespace
 
 void mlstm_backward_chunk_wgmma(const BackwardChunkParams& p, cudaStream_t stream) {
   const int smem = static_cast<int>(sizeof(Smem));
-  cudaFuncSetAttribute(mlstm_wgmma_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  mlstm_wgmma_backward_kernel<<<dim3(p.NC, p.BH), kThreads, smem, stream>>>(p);
+  if (p.segment > 0) {
+    cudaFuncSetAttribute(walk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    walk_kernel<<<dim3((p.NC + p.segment - 1) / p.segment, p.BH), kThreads, smem, stream>>>(p);
+  } else {
+    cudaFuncSetAttribute(per_chunk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    per_chunk_kernel<<<dim3(p.NC, p.BH), kThreads, smem, stream>>>(p);
+  }
 }
 
 }  // namespace xd::kernels

@@ -18,6 +18,7 @@
 
 #include "mlstm_mma.cuh"
 #include "mlstm_params.h"
+#include "mlstm_wgmma_state.cuh"
 #include "wgmma.cuh"
 
 namespace xd::kernels {
@@ -43,7 +44,22 @@ using mma::pack;
 using mma::unpack;
 __device__ __forceinline__ int blk(int row, int col, int cols) { return wgmma::core_index(row, col, cols); }
 
-__global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(ChunkScanParams p) {
+// The kernel's argument: ChunkScanParams (every chunk's state stored), or Checkpoints
+// (only chunks that are multiples of `every`). Two instantiations, so that the every-chunk
+// kernel keeps its exact code: it sits at the register limit of three blocks per
+// multiprocessor, and one more live value or parameter field made it spill.
+struct Checkpoints {
+  ChunkScanParams p;
+  int every;  // a power of two
+};
+__device__ __forceinline__ const ChunkScanParams& params_of(const ChunkScanParams& p) { return p; }
+__device__ __forceinline__ const ChunkScanParams& params_of(const Checkpoints& c) { return c.p; }
+__device__ __forceinline__ bool stores(const ChunkScanParams&, int) { return true; }
+__device__ __forceinline__ bool stores(const Checkpoints& c, int chunk) { return (chunk & (c.every - 1)) == 0; }
+
+template <typename Args>
+__global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(Args args) {
+  const ChunkScanParams& p = params_of(args);
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Smem& sm = *reinterpret_cast<Smem*>(smem_raw);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, tq = lane % 4;
@@ -108,14 +124,16 @@ __global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(ChunkScan
       }
   };
 
-  const int a_base = blk(lane % 8 + 8 * (lane / 16), 16 * warp + 8 * ((lane / 8) % 2), kD);
+  const int a_base = wgmma_state::transposed_base(warp, lane);
   issue(0, 0);
   for (int step = 0; step < p.NC; ++step) {
     const int chunk = p.reverse ? p.NC - 1 - step : step, buf = step & 1;
     if (step + 1 < p.NC) issue(step + 1, buf ^ 1);
     else cp_async_commit();
-    store_state(p.states + ((size_t)bh * p.NC + chunk) * mat);
-    if (owns_vec && xd < p.Dk) p.state_vecs[((size_t)bh * p.NC + chunk) * p.Dk + xd] = x_d;
+    if (stores(args, chunk)) {  // the state entering the chunk
+      store_state(p.states + ((size_t)bh * p.NC + chunk) * mat);
+      if (owns_vec && xd < p.Dk) p.state_vecs[((size_t)bh * p.NC + chunk) * p.Dk + xd] = x_d;
+    }
     const float decay = p.decay[(size_t)bh * p.NC + chunk];
     mma::cp_async_wait<1>();
     wgmma::fence_shared_for_async();
@@ -131,42 +149,15 @@ __global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(ChunkScan
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
       uint32_t hi[4][4], lo[4][4];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        uint32_t raw[4];
-        ldsm_x4_trans(raw, sr + a_base + kk * 2 * (kD / 8) * 64 + mt * 8 * 64);
-        const int j0 = 16 * kk + 2 * tq;
-        const float w0 = p.row_scale * w[j0], w1 = p.row_scale * w[j0 + 1], w8 = p.row_scale * w[j0 + 8],
-                    w9 = p.row_scale * w[j0 + 9];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 x = unpack(raw[e]);
-          const float y0 = x.x * (e < 2 ? w0 : w8), y1 = x.y * (e < 2 ? w1 : w9);
-          hi[kk][e] = pack(y0, y1);
-          const float2 h = unpack(hi[kk][e]);
-          lo[kk][e] = pack(y0 - h.x, y1 - h.y);
-        }
-      }
-      wgmma::fence();
+      wgmma_state::weighted_rows(hi, lo, sr, a_base, mt, w, p.row_scale, tq);
       float(&tile)[32] = mt == 0 ? acc[0] : acc[1];
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const uint64_t desc = wgmma::descriptor(sc + blk(16 * kk, 0, kSlice), (kSlice / 8) * wgmma::kCoreBytes,
-                                                wgmma::kCoreBytes);
-        wgmma::mma_m64n64k16_rs(tile, lo[kk], desc, true);
-        wgmma::mma_m64n64k16_rs(tile, hi[kk], desc, true);
-      }
-      wgmma::commit();
-      if (mt == 0) {  // x_d while the first tile's products run (four chains)
-        float s[4] = {0.f, 0.f, 0.f, 0.f};
-        const float* vw = sm.vec_w[buf];
-#pragma unroll 4
-        for (int j = 0; j < kL; j += 4)
-#pragma unroll
-          for (int u = 0; u < 4; ++u) s[u] = fmaf(vw[j + u], __bfloat162float(sr[blk(j + u, xd, kD)]), s[u]);
-        x_d = fmaf(x_d, decay, p.row_scale * ((s[0] + s[1]) + (s[2] + s[3])));
-      }
+      wgmma_state::add_products(tile, hi, lo, [&](int kk) {
+        return wgmma::descriptor(sc + blk(16 * kk, 0, kSlice), (kSlice / 8) * wgmma::kCoreBytes, wgmma::kCoreBytes);
+      });
+      // x_d while the first tile's products run
+      if (mt == 0) x_d = wgmma_state::vector_step(x_d, decay, p.row_scale, sm.vec_w[buf], sr, xd);
       wgmma::wait<0>();
+      wgmma::fence_operands(tile);
     }
     __syncthreads();  // every warp is done with this chunk's buffer (reloaded two steps on)
   }
@@ -176,10 +167,16 @@ __global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(ChunkScan
 
 }  // namespace
 
-void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream) {
+void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream, int state_every) {
   const int smem = static_cast<int>(sizeof(Smem));
-  cudaFuncSetAttribute(mlstm_wgmma_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  mlstm_wgmma_scan_kernel<<<dim3((p.Dv + kSlice - 1) / kSlice, p.BH), kThreads, smem, stream>>>(p);
+  const dim3 grid((p.Dv + kSlice - 1) / kSlice, p.BH);
+  if (state_every > 1) {
+    cudaFuncSetAttribute(mlstm_wgmma_scan_kernel<Checkpoints>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    mlstm_wgmma_scan_kernel<Checkpoints><<<grid, kThreads, smem, stream>>>(Checkpoints{p, state_every});
+  } else {
+    cudaFuncSetAttribute(mlstm_wgmma_scan_kernel<ChunkScanParams>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    mlstm_wgmma_scan_kernel<ChunkScanParams><<<grid, kThreads, smem, stream>>>(p);
+  }
 }
 
 }  // namespace xd::kernels

@@ -107,6 +107,23 @@ bool wgmma_scan(int64_t Dk, int64_t Dv) { return wgmma_piece("XD_MLSTM_SCAN", Dk
 // The per-chunk gradients (kernels/sm90a/mlstm_wgmma_backward.cu).
 bool wgmma_backward(int64_t Dk, int64_t Dv) { return wgmma_piece("XD_MLSTM_BACKWARD", Dk, Dv); }
 
+// XD_MLSTM_BACKWARD=wgmma_walk: the same gradients by blocks that each walk G chunks,
+// carrying C and n from the recompute's checkpoints every G chunks (G from
+// XD_MLSTM_WALK_CHUNKS, a power of two, default 8). Returns G, or 0 for the per-chunk
+// kernels.
+int wgmma_walk_chunks(int64_t Dk, int64_t Dv) {
+  if (env_choice("XD_MLSTM_BACKWARD") != "wgmma_walk" ||
+      !xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv)))
+    return 0;
+  const std::string text = env_choice("XD_MLSTM_WALK_CHUNKS");
+  if (text.empty()) return 8;
+  char* end = nullptr;
+  const long g = std::strtol(text.c_str(), &end, 10);
+  if (end == text.c_str() || *end != '\0' || g < 1 || g > 1024 || (g & (g - 1)) != 0)
+    throw Error("XD_MLSTM_WALK_CHUNKS: expected a power of two from 1 to 1024, got '" + text + "'");
+  return static_cast<int>(g);
+}
+
 // The backward's recompute of the forward states on a side stream beside the reverse
 // scan (both walk their heads' chunks in series and neither fills the GPU's memory
 // bandwidth alone): the default with the warpgroup scans (by_default).
@@ -243,7 +260,7 @@ void set_geometry(Params& p, const Dims& dm, const GateTables& t, int64_t L) {
 void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, float row_scale, const at::Tensor& row_w,
               const at::Tensor& vec_w, const GateTables& t, int64_t L, const at::Tensor& init_mat,
               const at::Tensor& init_vec, bool reverse, Path path, at::Tensor& states, at::Tensor& vecs,
-              at::Tensor& final_mat, at::Tensor& final_vec, bool split_states = false) {
+              at::Tensor& final_mat, at::Tensor& final_vec, bool split_states = false, int state_every = 1) {
   const auto o = rows.options().dtype(at::kFloat);
   states = at::empty({dm.BH(), t.NC, dm.Dk, dm.Dv}, o);
   vecs = at::empty({dm.BH(), t.NC, dm.Dk}, o);
@@ -267,8 +284,8 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
   p.reverse = reverse;
   p.tensor_cores = path == Path::Split;
   p.split_states = split_states && path == Path::Mma;
-  if (path == Path::Mma && !p.split_states && wgmma_scan(dm.Dk, dm.Dv))
-    xk::mlstm_chunk_scan_wgmma(p, at::cuda::getCurrentCUDAStream());
+  if (path == Path::Mma && !p.split_states && (state_every > 1 || wgmma_scan(dm.Dk, dm.Dv)))
+    xk::mlstm_chunk_scan_wgmma(p, at::cuda::getCurrentCUDAStream(), state_every);
   else if (path == Path::Mma) xk::mlstm_chunk_scan_mma(p, at::cuda::getCurrentCUDAStream());
   else xk::mlstm_chunk_scan(p, at::cuda::getCurrentCUDAStream());
   check_mlstm_launch("chunk_scan");
@@ -419,8 +436,10 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
 
   // Recompute the chunk states (cheaper in memory than keeping them). The reverse scan
   // below does not need them: with overlapped_scans() the two run side by side.
+  // With the walking backward (walk = G chunks a block) only every G-th state is stored.
   at::Tensor states, vecs, C_S, n_S;
   const auto main_stream = at::cuda::getCurrentCUDAStream();
+  const int walk = path == Path::Mma ? wgmma_walk_chunks(dm.Dk, dm.Dv) : 0;
   const bool overlap = overlapped_scans(path == Path::Mma && wgmma_scan(dm.Dk, dm.Dv));
   at::cuda::CUDAEvent inputs_ready, states_done;
   {
@@ -432,7 +451,7 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
       on_side.emplace(side);
     }
     run_scan(dm, k, v, 1.f, t.key_w, t.key_w, t, L, flat_f32(C0, BH), flat_f32(n0, BH), false, path, states, vecs,
-             C_S, n_S);
+             C_S, n_S, false, walk);
     if (overlap) states_done.record(at::cuda::getCurrentCUDAStream());
   }
 
@@ -513,7 +532,8 @@ variable_list MlstmFunction::backward(AutogradContext* ctx, variable_list grads)
   p.decay = t.decay.data_ptr<float>();
   set_geometry(p, dm, t, L);
   p.tensor_cores = path == Path::Split;
-  if (path == Path::Mma && wgmma_backward(dm.Dk, dm.Dv))
+  p.segment = walk;
+  if (path == Path::Mma && (walk > 0 || wgmma_backward(dm.Dk, dm.Dv)))
     xk::mlstm_backward_chunk_wgmma(p, at::cuda::getCurrentCUDAStream());
   else if (path == Path::Mma) xk::mlstm_backward_chunk_mma(p, at::cuda::getCurrentCUDAStream());
   else xk::mlstm_backward_chunk(p, at::cuda::getCurrentCUDAStream());

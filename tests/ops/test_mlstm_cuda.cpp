@@ -294,6 +294,70 @@ TEST(MlstmCuda, WgmmaBackwardMatchesFloat64Oracle) {
   unsetenv("XD_MLSTM_WGMMA");
 }
 
+// The walking wgmma backward (XD_MLSTM_BACKWARD=wgmma_walk): blocks of G chunks carry C
+// and n from the recompute's checkpoints; G = 8 (the default) and G = 2 (S = 1000: eight
+// blocks a head, S = 130: two, the last one short).
+TEST(MlstmCuda, WgmmaWalkBackwardMatchesFloat64Oracle) {
+  XD_REQUIRE_SM90();
+  const std::vector<Case> cases = with_wide_cases();
+  setenv("XD_MLSTM_WGMMA", "on", 1);
+  setenv("XD_MLSTM_BACKWARD", "wgmma_walk", 1);
+  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1600 + n);
+  setenv("XD_MLSTM_WALK_CHUNKS", "2", 1);
+  for (size_t n = 0; n < cases.size(); ++n) check_case(cases[n], at::kBFloat16, 1e-2, 1620 + n);
+  unsetenv("XD_MLSTM_WALK_CHUNKS");
+  unsetenv("XD_MLSTM_BACKWARD");
+  unsetenv("XD_MLSTM_WGMMA");
+}
+
+// The walk carries C and n in the wgmma scan's arithmetic, step for step: its gradients
+// are bit-identical to the per-chunk kernel's, which reads the states the scan stored.
+TEST(MlstmCuda, WgmmaWalkEqualsPerChunkBackward) {
+  XD_REQUIRE_SM90();
+  std::vector<Case> cases{kCases[0], kCases[5], {2, 70, 130, 128, 128, true, 64}, {1, 3, 700, 64, 96, true, 64}};
+  setenv("XD_MLSTM_WGMMA", "on", 1);
+  for (size_t n = 0; n < cases.size(); ++n) {
+    const Case& c = cases[n];
+    const auto in = bf16_cuda_draw(c, 1640 + n);
+    test::MlstmFn op = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+    setenv("XD_MLSTM_BACKWARD", "wgmma", 1);
+    const auto per_chunk = test::run_with_grads(op, in, 1650 + n);
+    for (const char* g : {"8", "2", "1"}) {
+      setenv("XD_MLSTM_BACKWARD", "wgmma_walk", 1);
+      setenv("XD_MLSTM_WALK_CHUNKS", g, 1);
+      const auto walked = test::run_with_grads(op, in, 1650 + n);
+      for (size_t j = 0; j < per_chunk.grads.size(); ++j)
+        EXPECT_TRUE(torch::equal(walked.grads[j], per_chunk.grads[j]))
+            << name(c, at::kBFloat16) << " G=" << g << " " << test::mlstm_grad_name(j) << " differs by "
+            << test::rel_err(walked.grads[j], per_chunk.grads[j]);
+    }
+  }
+  unsetenv("XD_MLSTM_WALK_CHUNKS");
+  unsetenv("XD_MLSTM_BACKWARD");
+  unsetenv("XD_MLSTM_WGMMA");
+}
+
+// A malformed XD_MLSTM_WALK_CHUNKS is an error that names the variable.
+TEST(MlstmCuda, WgmmaWalkRejectsBadChunkCount) {
+  XD_REQUIRE_SM90();
+  const auto in = bf16_cuda_draw(kCases[1], 1690);
+  setenv("XD_MLSTM_WGMMA", "on", 1);
+  setenv("XD_MLSTM_BACKWARD", "wgmma_walk", 1);
+  for (const char* bad : {"3", "0", "x", "2048"}) {
+    setenv("XD_MLSTM_WALK_CHUNKS", bad, 1);
+    test::MlstmFn op = [](const MlstmInputs& x) { return ops::mlstm(x.q, x.k, x.v, x.i, x.f, x.initial, 64); };
+    try {
+      test::run_with_grads(op, in, 1691);
+      ADD_FAILURE() << "XD_MLSTM_WALK_CHUNKS=" << bad << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("XD_MLSTM_WALK_CHUNKS"), std::string::npos) << e.what();
+    }
+  }
+  unsetenv("XD_MLSTM_WALK_CHUNKS");
+  unsetenv("XD_MLSTM_BACKWARD");
+  unsetenv("XD_MLSTM_WGMMA");
+}
+
 // The backward's states recompute on a side stream (XD_MLSTM_BACKWARD_SCANS=overlap)
 // runs the same kernels on the same inputs: every gradient is bit-identical.
 TEST(MlstmCuda, OverlappedBackwardScansEqualSerial) {

@@ -12,8 +12,10 @@
 // rows^T comes from the staged tile through ldmatrix.trans, is weighted in fp32 and split
 // into bf16 hi + lo (two products): the backward's gradients cancel against these
 // states where |q.n| does (kernels/README.md), so they keep ~16 bits per term as in
-// mlstm_mma_scan.cu. cols is the MN-major b operand. The next chunk's tiles are copied
-// (cp.async) while this one computes.
+// mlstm_mma_scan.cu (the step itself is mlstm_wgmma_state.cuh, which the walking wgmma
+// backward shares). cols is the MN-major b operand. The next chunk's tiles are copied
+// (cp.async) while this one computes. With state_every = G the recompute stores only
+// the states entering chunks 0, G, 2G, ...: the walking backward's checkpoints.
 #include <cuda_bf16.h>
 
 #include "mlstm_mma.cuh"
@@ -39,9 +41,6 @@ struct Smem {
 
 using mma::cp_async16;
 using mma::cp_async_commit;
-using mma::ldsm_x4_trans;
-using mma::pack;
-using mma::unpack;
 __device__ __forceinline__ int blk(int row, int col, int cols) { return wgmma::core_index(row, col, cols); }
 
 // The kernel's argument: ChunkScanParams (every chunk's state stored), or Checkpoints

@@ -37,6 +37,12 @@ xk::DType kernel_dtype(const at::Tensor& t) {
 
 const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
+// An environment switch's value ("" when unset): the kernels' selection switches below.
+std::string env_choice(const char* name) {
+  const char* env = std::getenv(name);
+  return env ? env : "";
+}
+
 // Which kernels run. bf16 inputs with head dims that are multiples of 8 take the
 // tensor-core kernels (mlstm_mma_*.cu) by default; XD_MLSTM_KERNELS=fma selects the
 // fp32 FMA kernels (the first version, kept for comparison), =split the opt-in
@@ -44,8 +50,7 @@ const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<
 enum class Path { Fma, Split, Mma };
 
 Path path_for(const at::Tensor& q, const at::Tensor& v) {
-  const char* env = std::getenv("XD_MLSTM_KERNELS");
-  const std::string choice = env ? env : "";
+  const std::string choice = env_choice("XD_MLSTM_KERNELS");
   if (q.scalar_type() == at::kFloat || choice == "fma") return Path::Fma;
   if (choice == "split") return Path::Split;
   if (q.scalar_type() == at::kBFloat16 && xk::mlstm_mma_supported(static_cast<int>(q.size(3)), static_cast<int>(v.size(3))))
@@ -57,10 +62,7 @@ Path path_for(const at::Tensor& q, const at::Tensor& v) {
 // planes and an 8-warp forward copies them asynchronously. Its forward kernel is
 // faster (0.99 against 1.22 ms at B=8 S=4096) but the scan's 4-byte plane stores
 // cost more than that (measured, BENCHMARKS.md), so the default reads float32 states.
-bool split_forward_states() {
-  const char* env = std::getenv("XD_MLSTM_FORWARD");
-  return env && std::string(env) == "split_states";
-}
+bool split_forward_states() { return env_choice("XD_MLSTM_FORWARD") == "split_states"; }
 
 // XD_MLSTM_FORWARD=fused: the scan and the outputs in one kernel
 // (kernels/mlstm_mma_fused_forward.cu), the chunk states kept on chip;
@@ -69,8 +71,7 @@ bool split_forward_states() {
 // walks its head's chunks in series: faster with many heads (1.85 against 2.27 ms at
 // B=8 H=32 S=4096), slower with few (2.85 against 2.43 at B=2 S=16384; BENCHMARKS.md).
 bool fused_forward(bool* overlap) {
-  const char* env = std::getenv("XD_MLSTM_FORWARD");
-  const std::string choice = env ? env : "";
+  const std::string choice = env_choice("XD_MLSTM_FORWARD");
   *overlap = choice == "fused_overlap";
   return choice == "fused" || *overlap;
 }
@@ -81,12 +82,7 @@ bool fused_forward(bool* overlap) {
 // XD_MLSTM_WGMMA=on selects all of them, =off (or unset) the mma.sync kernels. Each
 // piece also has its own switch, which wins when set: XD_MLSTM_FORWARD (wgmma,
 // two_kernel, fused, fused_overlap, split_states), XD_MLSTM_SCAN (wgmma, mma),
-// XD_MLSTM_BACKWARD (wgmma, mma), XD_MLSTM_BACKWARD_SCANS (overlap, serial).
-std::string env_choice(const char* name) {
-  const char* env = std::getenv(name);
-  return env ? env : "";
-}
-
+// XD_MLSTM_BACKWARD (wgmma, wgmma_walk, mma), XD_MLSTM_BACKWARD_SCANS (overlap, serial).
 bool wgmma_by_default(int64_t Dk, int64_t Dv) {
   return env_choice("XD_MLSTM_WGMMA") == "on" &&
          xk::mlstm_wgmma_supported(static_cast<int>(Dk), static_cast<int>(Dv));
@@ -133,10 +129,7 @@ bool overlapped_scans(bool by_default) {
 }
 
 // XD_MLSTM_GATE=sequential selects the one-thread-per-head gate kernel.
-bool sequential_gates() {
-  const char* env = std::getenv("XD_MLSTM_GATE");
-  return env && std::string(env) == "sequential";
-}
+bool sequential_gates() { return env_choice("XD_MLSTM_GATE") == "sequential"; }
 
 // Per-position and per-chunk tables for chunk length L (spec: chunkwise form).
 // With b the in-chunk cumulative log forget gate and u_t = max_{j<=t}(i_j - b_j):
@@ -150,10 +143,7 @@ struct GateTables {
 };
 
 // XD_MLSTM_TABLES=aten selects the ATen construction below instead of the kernel.
-bool aten_tables() {
-  const char* env = std::getenv("XD_MLSTM_TABLES");
-  return env && std::string(env) == "aten";
-}
+bool aten_tables() { return env_choice("XD_MLSTM_TABLES") == "aten"; }
 
 GateTables gate_tables_aten(const at::Tensor& i, const at::Tensor& f, const at::Tensor& m0, int64_t L,
                             bool residues);
@@ -300,8 +290,7 @@ struct FusedForwardOut { at::Tensor h, dn, C, n, h_lo; };
 // gradients at rows where |q~.n| cancels carry other errors of the same size
 // (kernels/README.md).
 at::Tensor h_residue(const at::Tensor& h, bool for_backward) {
-  const char* env = std::getenv("XD_MLSTM_H_RESIDUE");
-  const bool on = env != nullptr && std::string(env) == "on";
+  const bool on = env_choice("XD_MLSTM_H_RESIDUE") == "on";
   return on && for_backward && h.scalar_type() == at::kBFloat16 ? at::empty_like(h) : at::Tensor();
 }
 

@@ -103,9 +103,9 @@ struct BackwardChunkParams {
   // decay is GateTablesParams' [BH,NC].
   float* dlf_cross;
   const float* decay;
-  // mlstm_backward_chunk_wgmma only: 0, or G > 0 when only the states of chunks 0, G,
-  // 2G, ... are in states / state_vecs (mlstm_chunk_scan_wgmma's state_every) and the
-  // kernel carries C and n between them itself.
+  // mlstm_backward_chunk_wgmma only: 0, or G > 0 when states / state_vecs hold only the
+  // states entering chunks 0, G, 2G, ... ([BH, ceil(NC/G), ...], mlstm_chunk_scan_wgmma's
+  // state_every) and the kernel carries C and n between them itself.
   int segment;
 };
 
@@ -212,9 +212,9 @@ void mlstm_fused_forward_mma(const FusedForwardParams& p, cudaStream_t stream);
 bool mlstm_wgmma_supported(int Dk, int Dv);
 // The chunk scan on warpgroup tensor cores (sm90a/mlstm_wgmma_scan.cu): the contract of
 // mlstm_chunk_scan_mma without split_states, under mlstm_wgmma_supported.
-// state_every = G > 1 (a power of two, forward direction): only the states of chunks 0,
-// G, 2G, ... are stored, in their places of [BH,NC,...] (the checkpoints of the walking
-// wgmma backward, BackwardChunkParams::segment); the other places are not written.
+// state_every = G > 1 (a power of two, forward direction): only the states entering
+// chunks 0, G, 2G, ... are stored, packed as [BH, ceil(NC/G), Dk, Dv] and [BH, ceil(NC/G),
+// Dk] (the checkpoints of the walking wgmma backward, BackwardChunkParams::segment).
 void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream, int state_every = 1);
 void mlstm_fused_forward_wgmma(const FusedForwardParams& p, cudaStream_t stream);
 // The per-chunk gradients on warpgroup tensor cores (sm90a/mlstm_wgmma_backward.cu): the

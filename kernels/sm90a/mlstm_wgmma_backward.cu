@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(kThreads, 1) walk_kernel(BackwardChunkParams p
   const int tid = t.tid, bh = blockIdx.y;
   const int first = blockIdx.x * p.segment, last = min(p.NC, first + p.segment);
   const size_t qk_off = (size_t)bh * p.S * p.Dk, v_off = (size_t)bh * p.S * p.Dv;
-  const size_t checkpoint = (size_t)bh * p.NC + first;
+  const size_t checkpoint = (size_t)bh * gridDim.x + blockIdx.x;  // [BH, ceil(NC/G)]
   WalkState state;
   state.load(p.states + checkpoint * p.Dk * p.Dv, p.state_vecs + checkpoint * p.Dk, t, p.Dk, p.Dv);
 

@@ -43,18 +43,26 @@ using mma::cp_async16;
 using mma::cp_async_commit;
 __device__ __forceinline__ int blk(int row, int col, int cols) { return wgmma::core_index(row, col, cols); }
 
-// The kernel's argument: ChunkScanParams (every chunk's state stored), or Checkpoints
-// (only chunks that are multiples of `every`). Two instantiations, so that the every-chunk
-// kernel keeps its exact code: it sits at the register limit of three blocks per
-// multiprocessor, and one more live value or parameter field made it spill.
+// The kernel's argument: ChunkScanParams (every chunk's state stored, [BH,NC,...]), or
+// Checkpoints (only the states entering chunks 0, 2^shift, 2 2^shift, ..., packed as
+// [BH, ceil(NC / 2^shift), ...]). Two instantiations, so that the every-chunk kernel keeps
+// its exact code: it sits at the register limit of three blocks per multiprocessor, and
+// one more live value or parameter field made it spill.
 struct Checkpoints {
   ChunkScanParams p;
-  int every;  // a power of two
+  int shift;
 };
 __device__ __forceinline__ const ChunkScanParams& params_of(const ChunkScanParams& p) { return p; }
 __device__ __forceinline__ const ChunkScanParams& params_of(const Checkpoints& c) { return c.p; }
 __device__ __forceinline__ bool stores(const ChunkScanParams&, int) { return true; }
-__device__ __forceinline__ bool stores(const Checkpoints& c, int chunk) { return (chunk & (c.every - 1)) == 0; }
+__device__ __forceinline__ bool stores(const Checkpoints& c, int chunk) { return (chunk & ((1 << c.shift) - 1)) == 0; }
+// Where the state entering `chunk` of head bh goes, in states (x Dk Dv) and state_vecs (x Dk).
+__device__ __forceinline__ size_t state_index(const ChunkScanParams& p, int bh, int chunk) {
+  return (size_t)bh * p.NC + chunk;
+}
+__device__ __forceinline__ size_t state_index(const Checkpoints& c, int bh, int chunk) {
+  return (size_t)bh * ((c.p.NC + (1 << c.shift) - 1) >> c.shift) + (chunk >> c.shift);
+}
 
 template <typename Args>
 __global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(Args args) {
@@ -130,8 +138,9 @@ __global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(Args args
     if (step + 1 < p.NC) issue(step + 1, buf ^ 1);
     else cp_async_commit();
     if (stores(args, chunk)) {  // the state entering the chunk
-      store_state(p.states + ((size_t)bh * p.NC + chunk) * mat);
-      if (owns_vec && xd < p.Dk) p.state_vecs[((size_t)bh * p.NC + chunk) * p.Dk + xd] = x_d;
+      const size_t at = state_index(args, bh, chunk);
+      store_state(p.states + at * mat);
+      if (owns_vec && xd < p.Dk) p.state_vecs[at * p.Dk + xd] = x_d;
     }
     const float decay = p.decay[(size_t)bh * p.NC + chunk];
     mma::cp_async_wait<1>();
@@ -171,7 +180,9 @@ void mlstm_chunk_scan_wgmma(const ChunkScanParams& p, cudaStream_t stream, int s
   const dim3 grid((p.Dv + kSlice - 1) / kSlice, p.BH);
   if (state_every > 1) {
     cudaFuncSetAttribute(mlstm_wgmma_scan_kernel<Checkpoints>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    mlstm_wgmma_scan_kernel<Checkpoints><<<grid, kThreads, smem, stream>>>(Checkpoints{p, state_every});
+    int shift = 0;
+    while ((1 << shift) < state_every) ++shift;
+    mlstm_wgmma_scan_kernel<Checkpoints><<<grid, kThreads, smem, stream>>>(Checkpoints{p, shift});
   } else {
     cudaFuncSetAttribute(mlstm_wgmma_scan_kernel<ChunkScanParams>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     mlstm_wgmma_scan_kernel<ChunkScanParams><<<grid, kThreads, smem, stream>>>(p);

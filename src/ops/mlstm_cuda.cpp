@@ -252,8 +252,9 @@ void run_scan(const Dims& dm, const at::Tensor& rows, const at::Tensor& cols, fl
               const at::Tensor& init_vec, bool reverse, Path path, at::Tensor& states, at::Tensor& vecs,
               at::Tensor& final_mat, at::Tensor& final_vec, bool split_states = false, int state_every = 1) {
   const auto o = rows.options().dtype(at::kFloat);
-  states = at::empty({dm.BH(), t.NC, dm.Dk, dm.Dv}, o);
-  vecs = at::empty({dm.BH(), t.NC, dm.Dk}, o);
+  const int64_t stored = (t.NC + state_every - 1) / state_every;  // every state, or the checkpoints
+  states = at::empty({dm.BH(), stored, dm.Dk, dm.Dv}, o);
+  vecs = at::empty({dm.BH(), stored, dm.Dk}, o);
   final_mat = at::empty({dm.BH(), dm.Dk, dm.Dv}, o);
   final_vec = at::empty({dm.BH(), dm.Dk}, o);
   xk::ChunkScanParams p{};

@@ -16,10 +16,10 @@ constexpr int kWgmmaProbeMaxK = 256;
 // when the first one fails.
 bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_t stream, bool swap_offsets = false);
 
-// The forms the mLSTM forward uses: c [64 x N] float32 = a [64 x K] b [K x N], b
+// The forms the wgmma mLSTM kernels use: c [64 x N] float32 = a [64 x K] b [K x N], b
 // row-major in global memory and MN-major in shared memory; a from shared memory
-// (K-major; N = 72) or, with registers_a, from registers in the A fragment layout
-// (N = 64 or 72). Same conditions and swap_offsets as above; false for another N.
+// (K-major) or, with registers_a, from registers in the A fragment layout; N = 64 or 72.
+// Same conditions and swap_offsets as above; false for another N.
 bool wgmma_probe_mn_major(const void* a, const void* b, float* c, int K, int N, bool registers_a,
                           cudaStream_t stream, bool swap_offsets = false);
 

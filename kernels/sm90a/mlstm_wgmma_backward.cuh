@@ -45,12 +45,12 @@ __device__ __forceinline__ int blk(int row, int col, int cols) { return wgmma::c
 // K-major operand: rows r0..r0+63 of a tile of `cols` columns, K columns 16 s...
 template <int cols>
 __device__ __forceinline__ uint64_t k_major(const bf16* tile, int r0, int s) {
-  return wgmma::descriptor(tile + blk(r0, 16 * s, cols), wgmma::kCoreBytes, (cols / 8) * wgmma::kCoreBytes);
+  return wgmma::k_major_desc(tile + blk(r0, 16 * s, cols), cols);
 }
 // MN-major operand: K rows 16 s.., N columns n0..n0+63 of a row-major tile of `cols` columns.
 template <int cols>
 __device__ __forceinline__ uint64_t mn_major(const bf16* tile, int s, int n0) {
-  return wgmma::descriptor(tile + blk(16 * s, n0, cols), (cols / 8) * wgmma::kCoreBytes, wgmma::kCoreBytes);
+  return wgmma::mn_major_desc(tile + blk(16 * s, n0, cols), cols);
 }
 
 // A Dk x Dv fp32 state in two steps, so that its loads overlap a phase: load() fetches

@@ -57,11 +57,11 @@ __device__ __forceinline__ int blk(int row, int col, int cols) { return wgmma::c
 // Descriptors: a K-major tile of kD columns (q, k) starting at k-step s, and a row-major
 // tile of `cols` columns (C, V) as the MN-major b operand starting at row 16 s.
 __device__ __forceinline__ uint64_t desc_k_major(const bf16* tile, int s) {
-  return wgmma::descriptor(tile + blk(0, 16 * s, kD), wgmma::kCoreBytes, (kD / 8) * wgmma::kCoreBytes);
+  return wgmma::k_major_desc(tile + blk(0, 16 * s, kD), kD);
 }
 template <int cols>
 __device__ __forceinline__ uint64_t desc_mn_major(const bf16* tile, int s) {
-  return wgmma::descriptor(tile + blk(16 * s, 0, cols), (cols / 8) * wgmma::kCoreBytes, wgmma::kCoreBytes);
+  return wgmma::mn_major_desc(tile + blk(16 * s, 0, cols), cols);
 }
 
 __global__ void __launch_bounds__(kThreads, 1) mlstm_wgmma_forward_kernel(FusedForwardParams p) {

@@ -160,7 +160,7 @@ __global__ void __launch_bounds__(kThreads, 3) mlstm_wgmma_scan_kernel(Args args
       wgmma_state::weighted_rows(hi, lo, sr, a_base, mt, w, p.row_scale, tq);
       float(&tile)[32] = mt == 0 ? acc[0] : acc[1];
       wgmma_state::add_products(tile, hi, lo, [&](int kk) {
-        return wgmma::descriptor(sc + blk(16 * kk, 0, kSlice), (kSlice / 8) * wgmma::kCoreBytes, wgmma::kCoreBytes);
+        return wgmma::mn_major_desc(sc + blk(16 * kk, 0, kSlice), kSlice);
       });
       // x_d while the first tile's products run
       if (mt == 0) x_d = wgmma_state::vector_step(x_d, decay, p.row_scale, sm.vec_w[buf], sr, xd);

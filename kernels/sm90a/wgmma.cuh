@@ -62,6 +62,21 @@ __device__ __forceinline__ uint64_t descriptor(const void* smem_start, uint32_t 
   return d;
 }
 
+// The two readings of a tile of `cols` columns stored in core blocks (core_offset), from
+// the element at `start`: K-major, for a product that contracts the tile's columns (lbo
+// one core matrix along K, sbo a block of 8 rows), and MN-major, for one that contracts
+// its rows (lbo a block of 8 K rows, sbo one core matrix along N). Every kernel builds its
+// descriptors here; WgmmaCuda.* holds both readings to float64 products, and `swapped`
+// (the probe's diagnostic only) exchanges the two offsets.
+__device__ __forceinline__ uint64_t k_major_desc(const void* start, int cols, bool swapped = false) {
+  const uint32_t along_k = kCoreBytes, along_rows = (cols / 8) * kCoreBytes;
+  return swapped ? descriptor(start, along_rows, along_k) : descriptor(start, along_k, along_rows);
+}
+__device__ __forceinline__ uint64_t mn_major_desc(const void* start, int cols, bool swapped = false) {
+  const uint32_t along_k = (cols / 8) * kCoreBytes, along_n = kCoreBytes;
+  return swapped ? descriptor(start, along_n, along_k) : descriptor(start, along_k, along_n);
+}
+
 // Shared-memory writes by the threads made visible to the async proxy that wgmma reads
 // through (before the barrier that publishes them).
 __device__ __forceinline__ void fence_shared_for_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }

@@ -30,11 +30,10 @@ __global__ void __launch_bounds__(128) wgmma_probe_kernel(const bf16* a, const b
 #pragma unroll
   for (int i = 0; i < 32; ++i) d[i] = 0.f;
   wgmma::fence();
-  const uint32_t k_step = wgmma::kCoreBytes, row_step = (K / 8) * wgmma::kCoreBytes;
-  const uint32_t lbo = swap_offsets ? row_step : k_step, sbo = swap_offsets ? k_step : row_step;
   for (int s = 0; s < K / 16; ++s) {
     const uint32_t off = wgmma::core_offset(0, 16 * s, K);
-    wgmma::mma_m64n64k16(d, wgmma::descriptor(sa + off, lbo, sbo), wgmma::descriptor(sb + off, lbo, sbo), s > 0);
+    wgmma::mma_m64n64k16(d, wgmma::k_major_desc(sa + off, K, swap_offsets), wgmma::k_major_desc(sb + off, K, swap_offsets),
+                         s > 0);
   }
   wgmma::commit();
   wgmma::wait<0>();
@@ -48,7 +47,7 @@ __global__ void __launch_bounds__(128) wgmma_probe_kernel(const bf16* a, const b
 
 // c [64 x N] = a [64 x K] b [K x N]: b MN-major (row-major core blocks), a K-major in
 // shared memory or, with registers_a, loaded by each thread straight into the
-// documented A fragment. N = 72 takes both forms, N = 64 the register one.
+// documented A fragment; N = 72 or 64.
 template <int N>
 __global__ void __launch_bounds__(128) wgmma_probe_mn_kernel(const bf16* a, const bf16* b, float* c, int K,
                                                              bool registers_a, bool swap_offsets) {
@@ -66,10 +65,8 @@ __global__ void __launch_bounds__(128) wgmma_probe_mn_kernel(const bf16* a, cons
   float d[N / 2];
 #pragma unroll
   for (int i = 0; i < N / 2; ++i) d[i] = 0.f;
-  const uint32_t k_rows = (N / 8) * wgmma::kCoreBytes, n_step = wgmma::kCoreBytes;  // b: 8 rows of K; 8 columns
-  const uint32_t lbo = swap_offsets ? n_step : k_rows, sbo = swap_offsets ? k_rows : n_step;
   for (int s = 0; s < K / 16; ++s) {
-    const uint64_t desc_b = wgmma::descriptor(sb + wgmma::core_offset(16 * s, 0, N), lbo, sbo);
+    const uint64_t desc_b = wgmma::mn_major_desc(sb + wgmma::core_offset(16 * s, 0, N), N, swap_offsets);
     wgmma::fence();
     if (registers_a) {
       const bf16* row = a + (16 * warp + g) * K + 16 * s + 2 * t;
@@ -79,10 +76,10 @@ __global__ void __launch_bounds__(128) wgmma_probe_mn_kernel(const bf16* a, cons
       else wgmma::mma_m64n64k16_rs(d, frag, desc_b, s > 0);
       wgmma::commit();
       wgmma::wait<0>();  // frag is rewritten by the next step
-    } else if constexpr (N == 72) {
-      wgmma::mma_m64n72k16_ss(d, wgmma::descriptor(sa + wgmma::core_offset(0, 16 * s, K), wgmma::kCoreBytes,
-                                                   (K / 8) * wgmma::kCoreBytes),
-                              desc_b, s > 0);
+    } else {
+      const uint64_t desc_a = wgmma::k_major_desc(sa + wgmma::core_offset(0, 16 * s, K), K);
+      if constexpr (N == 72) wgmma::mma_m64n72k16_ss(d, desc_a, desc_b, s > 0);
+      else wgmma::mma_m64n64k16<1>(d, desc_a, desc_b, s > 0);
       wgmma::commit();
       wgmma::wait<0>();
     }
@@ -108,7 +105,7 @@ bool wgmma_probe_gemm(const void* a, const void* b, float* c, int K, cudaStream_
 bool wgmma_probe_mn_major(const void* a, const void* b, float* c, int K, int N, bool registers_a,
                           cudaStream_t stream, bool swap_offsets) {
   if (K < 16 || K > kWgmmaProbeMaxK || K % 16 != 0 || !wgmma::current_device_is_sm90()) return false;
-  if (N != 72 && !(N == 64 && registers_a)) return false;
+  if (N != 72 && N != 64) return false;
   const int smem = (64 * K + K * N) * static_cast<int>(sizeof(bf16));
   auto kernel = N == 72 ? wgmma_probe_mn_kernel<72> : wgmma_probe_mn_kernel<64>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

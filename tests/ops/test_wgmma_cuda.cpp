@@ -44,14 +44,14 @@ TEST(WgmmaCuda, ProbeProductMatchesFloat64) {
 }
 
 // b MN-major ("transposed" descriptor), a from shared memory and from registers: the
-// forms of mlstm_wgmma_forward.cu's products, at its tile widths (64 and 72 columns).
+// forms of the wgmma forward's, scan's and backward's products (64 and 72 columns).
 TEST(WgmmaCuda, MnMajorProductsMatchFloat64) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   at::manual_seed(13);
   const auto cuda = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
   const auto stream = at::cuda::getCurrentCUDAStream();
   struct Form { int N; bool registers_a; };
-  for (const Form form : {Form{72, false}, Form{72, true}, Form{64, true}}) {
+  for (const Form form : {Form{72, false}, Form{72, true}, Form{64, false}, Form{64, true}}) {
     for (int K : {16, 64, 128}) {
       const auto a = at::randn({64, K}, cuda), b = at::randn({K, form.N}, cuda);
       auto c = at::full({64, form.N}, std::nan(""), cuda.dtype(at::kFloat));
@@ -74,8 +74,8 @@ TEST(WgmmaCuda, MnMajorProductsMatchFloat64) {
   }
   // Outside the probe's forms nothing is launched.
   const auto x = at::zeros({64, 16}, cuda);
-  auto y = at::zeros({64, 64}, cuda.dtype(at::kFloat));
-  EXPECT_FALSE(xd::kernels::wgmma_probe_mn_major(x.data_ptr(), x.data_ptr(), y.data_ptr<float>(), 16, 64, false,
+  auto y = at::zeros({64, 80}, cuda.dtype(at::kFloat));
+  EXPECT_FALSE(xd::kernels::wgmma_probe_mn_major(x.data_ptr(), x.data_ptr(), y.data_ptr<float>(), 16, 80, false,
                                                  stream));
 }
 

@@ -133,6 +133,39 @@ __device__ __forceinline__ void copy_tables(Smem& sm, const BackwardChunkParams&
   }
 }
 
+// This thread's rows of a 64-column accumulator tile (columns d0.. below width) out as
+// bf16 rows c0.. of a [S][width] gradient; with x (the input tile it multiplies, [t][d]),
+// also this warpgroup's share of the gates' sum x_t . grad_t into dot[t] (fp32, before
+// the rounding; zero where every column is past width).
+__device__ __forceinline__ void store_rows(const float (&acc)[32], bf16* out, int width, int S, int c0, int d0,
+                                           const Lane& t, const bf16* x, float* dot) {
+  float sa = 0.f, sb = 0.f;
+#pragma unroll
+  for (int jj = 0; jj < 8; ++jj) {
+    const int d = d0 + 8 * jj + 2 * t.tq;
+    if (d >= width) break;
+    const float* y = acc + 4 * jj;
+    if (x) {
+      const float2 xa = unpack(*reinterpret_cast<const uint32_t*>(x + blk(t.ra, d, kD)));
+      const float2 xb = unpack(*reinterpret_cast<const uint32_t*>(x + blk(t.rb, d, kD)));
+      sa = fmaf(xa.x, y[0], fmaf(xa.y, y[1], sa));
+      sb = fmaf(xb.x, y[2], fmaf(xb.y, y[3], sb));
+    }
+    if (c0 + t.ra < S) *reinterpret_cast<uint32_t*>(out + (size_t)(c0 + t.ra) * width + d) = pack(y[0], y[1]);
+    if (c0 + t.rb < S) *reinterpret_cast<uint32_t*>(out + (size_t)(c0 + t.rb) * width + d) = pack(y[2], y[3]);
+  }
+  if (!x) return;
+#pragma unroll
+  for (int off = 1; off < 4; off <<= 1) {
+    sa += __shfl_xor_sync(0xffffffffu, sa, off);
+    sb += __shfl_xor_sync(0xffffffffu, sb, off);
+  }
+  if (t.tq == 0) {
+    dot[t.ra] = sa;
+    dot[t.rb] = sb;
+  }
+}
+
 __device__ __forceinline__ void scores_phase(Smem& sm, const BackwardChunkParams& p) {
   const Lane t;
   const int ra = t.ra, rb = t.rb, tq = t.tq, steps = k_steps(p);
@@ -225,29 +258,7 @@ __device__ __forceinline__ void dq_phase(Smem& sm, const BackwardChunkParams& p,
       wgmma::commit();
       wgmma::wait<0>();
       wgmma::fence_operands(acc);
-      bf16* dq = static_cast<bf16*>(p.dq) + qk_off;
-      float qa = 0.f, qb = 0.f;
-#pragma unroll
-      for (int jj = 0; jj < 8; ++jj) {
-        const int d = d0 + 8 * jj + 2 * tq;
-        if (d >= p.Dk) break;
-        const float2 xa = unpack(*reinterpret_cast<const uint32_t*>(sm.q + blk(ra, d, kD)));
-        const float2 xb = unpack(*reinterpret_cast<const uint32_t*>(sm.q + blk(rb, d, kD)));
-        qa = fmaf(xa.x, acc[4 * jj], fmaf(xa.y, acc[4 * jj + 1], qa));
-        qb = fmaf(xb.x, acc[4 * jj + 2], fmaf(xb.y, acc[4 * jj + 3], qb));
-        if (c0 + ra < p.S) *reinterpret_cast<uint32_t*>(dq + (size_t)(c0 + ra) * p.Dk + d) = pack(acc[4 * jj], acc[4 * jj + 1]);
-        if (c0 + rb < p.S)
-          *reinterpret_cast<uint32_t*>(dq + (size_t)(c0 + rb) * p.Dk + d) = pack(acc[4 * jj + 2], acc[4 * jj + 3]);
-      }
-#pragma unroll
-      for (int off = 1; off < 4; off <<= 1) {
-        qa += __shfl_xor_sync(0xffffffffu, qa, off);
-        qb += __shfl_xor_sync(0xffffffffu, qb, off);
-      }
-      if (tq == 0) {
-        sm.qdot[wg][ra] = qa;
-        sm.qdot[wg][rb] = qb;
-      }
+      store_rows(acc, static_cast<bf16*>(p.dq) + qk_off, p.Dk, p.S, c0, d0, t, sm.q, sm.qdot[wg]);
     }
   }
 }
@@ -322,36 +333,8 @@ __device__ __forceinline__ void dk_dv_phase(Smem& sm, const BackwardChunkParams&
   wgmma::fence_operands(dk);
   wgmma::fence_operands(dv);
 
-  bf16* dk_out = static_cast<bf16*>(p.dk) + qk_off;
-  bf16* dv_out = static_cast<bf16*>(p.dv) + v_off;
-  float ka = 0.f, kb = 0.f;
-#pragma unroll
-  for (int jj = 0; jj < 8; ++jj) {
-    const int d = d0 + 8 * jj + 2 * tq;
-    const float* x = dk + 4 * jj;
-    const float* y = dv + 4 * jj;
-    if (d < p.Dk) {
-      const float2 ya = unpack(*reinterpret_cast<const uint32_t*>(sm.k + blk(ra, d, kD)));
-      const float2 yb = unpack(*reinterpret_cast<const uint32_t*>(sm.k + blk(rb, d, kD)));
-      ka = fmaf(ya.x, x[0], fmaf(ya.y, x[1], ka));
-      kb = fmaf(yb.x, x[2], fmaf(yb.y, x[3], kb));
-      if (c0 + ra < p.S) *reinterpret_cast<uint32_t*>(dk_out + (size_t)(c0 + ra) * p.Dk + d) = pack(x[0], x[1]);
-      if (c0 + rb < p.S) *reinterpret_cast<uint32_t*>(dk_out + (size_t)(c0 + rb) * p.Dk + d) = pack(x[2], x[3]);
-    }
-    if (d < p.Dv) {
-      if (c0 + ra < p.S) *reinterpret_cast<uint32_t*>(dv_out + (size_t)(c0 + ra) * p.Dv + d) = pack(y[0], y[1]);
-      if (c0 + rb < p.S) *reinterpret_cast<uint32_t*>(dv_out + (size_t)(c0 + rb) * p.Dv + d) = pack(y[2], y[3]);
-    }
-  }
-#pragma unroll
-  for (int off = 1; off < 4; off <<= 1) {
-    ka += __shfl_xor_sync(0xffffffffu, ka, off);
-    kb += __shfl_xor_sync(0xffffffffu, kb, off);
-  }
-  if (tq == 0) {
-    sm.kdot[wg][ra] = ka;
-    sm.kdot[wg][rb] = kb;
-  }
+  store_rows(dk, static_cast<bf16*>(p.dk) + qk_off, p.Dk, p.S, c0, d0, t, sm.k, sm.kdot[wg]);
+  store_rows(dv, static_cast<bf16*>(p.dv) + v_off, p.Dv, p.S, c0, d0, t, nullptr, nullptr);
 }
 
 }  // namespace xd::kernels::wgmma_backward
